@@ -1,0 +1,116 @@
+"""Reading, checking and cutting audio.
+
+Audio is read with soundfile (wav, flac, ogg, mp3), mixed to mono and resampled with
+torchaudio. Every problem with a file raises :class:`AudioError` whose message names the file
+and the reason, so callers can skip it and carry on.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+SILENCE_PEAK = 1e-4  # below -80 dBFS a clip counts as silent
+
+
+class AudioError(Exception):
+    """A file that cannot be used, with the file named in the message."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def is_audio_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
+    # The transform caches its sinc kernel; functional.resample would rebuild it per file.
+    return torchaudio.transforms.Resample(orig, new)
+
+
+def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Resample a mono float32 signal (n,) from ``orig_sr`` to ``new_sr`` Hz."""
+    if orig_sr == new_sr:
+        return wave
+    with torch.no_grad():
+        out = _resampler(int(orig_sr), int(new_sr))(torch.from_numpy(np.ascontiguousarray(wave)))
+    return out.numpy()
+
+
+def load_audio(path: str | Path, sample_rate: int, min_samples: int = 1) -> np.ndarray:
+    """Read ``path`` as mono float32 at ``sample_rate`` Hz, shape (n,).
+
+    Raises :class:`AudioError` for unsupported, empty, corrupt or non-finite files and for
+    files shorter than ``min_samples`` after resampling.
+    """
+    path = Path(path)
+    if not is_audio_path(path):
+        raise AudioError(path, f"unsupported format {path.suffix or '(no extension)'!r}; "
+                               f"use one of {', '.join(AUDIO_EXTENSIONS)}")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise AudioError(path, f"cannot read file ({e.strerror})") from None
+    if size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types for undecodable input
+        raise AudioError(path, f"not readable as audio ({str(e).strip() or type(e).__name__})") from None
+    if data.size == 0:
+        raise AudioError(path, "contains no samples")
+    wave = data.mean(axis=1)  # (n, channels) -> (n,)
+    if not np.isfinite(wave).all():
+        raise AudioError(path, "contains NaN or infinite samples")
+    wave = resample(wave, sr, sample_rate)
+    if len(wave) < min_samples:
+        raise AudioError(path, f"too short: {len(wave) / sample_rate:.3f}s, "
+                               f"less than one STFT frame ({min_samples} samples at {sample_rate} Hz)")
+    return wave.astype(np.float32, copy=False)
+
+
+def peak(wave: np.ndarray) -> float:
+    return float(np.abs(wave).max()) if wave.size else 0.0
+
+
+def is_silent(wave: np.ndarray) -> bool:
+    return peak(wave) < SILENCE_PEAK
+
+
+def fit_length(wave: np.ndarray, n: int) -> np.ndarray:
+    """Crop or zero-pad (at the end) a signal (m,) to exactly (n,)."""
+    if len(wave) >= n:
+        return wave[:n]
+    return np.pad(wave, (0, n - len(wave)))
+
+
+def windows(wave: np.ndarray, n: int, mode: str = "all") -> list[tuple[int, np.ndarray]]:
+    """Cut a signal into consecutive windows of ``n`` samples: [(offset, window (n,)), ...].
+
+    ``mode="first"`` keeps only the first window (the study). With ``"all"``, a short signal
+    gives one padded window, and a trailing partial window is kept (zero-padded) only if it
+    holds at least half a window, so no window is mostly padding.
+    """
+    if mode == "first" or len(wave) <= n:
+        return [(0, fit_length(wave, n))]
+    count = max(1, math.floor(len(wave) / n + 0.5))
+    return [(i * n, fit_length(wave[i * n:(i + 1) * n], n)) for i in range(count)]
+
+
+def save_wav(path: str | Path, wave: np.ndarray, sample_rate: int) -> Path:
+    """Write a mono float signal (n,) as 16-bit PCM WAV, clipping to [-1, 1]."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.clip(np.nan_to_num(wave), -1.0, 1.0), sample_rate, subtype="PCM_16")
+    return path

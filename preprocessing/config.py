@@ -1,0 +1,136 @@
+"""Preprocessing configuration: one dataclass and the named presets.
+
+A :class:`SpectrogramConfig` fully describes how audio becomes a model input and back:
+sample rate, clip duration, STFT frame and hop, and the normalisation. It travels with every
+dataset store and every checkpoint (as JSON), so a model always decodes with the settings it
+was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+NORMALISATIONS = ("global", "clip")
+WINDOWINGS = ("all", "first")
+PHASE_METHODS = ("griffinlim", "zero")
+
+
+class ConfigError(ValueError):
+    """A parameter is out of range; raised before any work starts."""
+
+
+@dataclass(frozen=True)
+class SpectrogramConfig:
+    """How a clip of audio becomes a normalised log-magnitude spectrogram.
+
+    Shapes: a clip has ``n_samples`` samples at ``sample_rate`` Hz; its spectrogram has
+    ``n_freq = n_fft // 2`` bins (the Nyquist bin is dropped, as in the study) and
+    ``n_frames = 1 + n_samples // hop_length`` frames (centred STFT).
+    """
+
+    sample_rate: int = 8000  # Hz
+    duration: float = 0.76  # seconds per clip / window
+    n_fft: int = 256  # STFT frame length, samples
+    hop_length: int = 64  # samples between frames
+    # "global": dB mapped to [0, 1] with one range for the whole dataset (ref_db - top_db .. ref_db),
+    # so any decoded spectrogram is turned back into sound without per-clip values.
+    # "clip": the study's per-clip min-max; decoding needs that clip's min and max.
+    normalisation: str = "global"
+    top_db: float = 80.0  # dynamic range kept below the loudest bin, dB
+    ref_db: float | None = None  # loudest dB of the training clips; set when a store is built
+    peak_normalise: bool = True  # scale each file to peak 1.0 before analysis
+    windowing: str = "all"  # "all": consecutive windows of long files; "first": the study's crop
+    phase: str = "griffinlim"  # default inversion: "griffinlim" or the study's "zero" phase
+    griffinlim_iters: int = 64
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.duration * self.sample_rate))
+
+    @property
+    def n_freq(self) -> int:
+        return self.n_fft // 2
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + self.n_samples // self.hop_length
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_freq, n_frames) of one spectrogram."""
+        return (self.n_freq, self.n_frames)
+
+    def validate(self) -> SpectrogramConfig:
+        """Raise :class:`ConfigError` naming the first bad parameter; return self."""
+        if self.sample_rate <= 0:
+            raise ConfigError(f"sample_rate must be positive, got {self.sample_rate}")
+        if not self.duration > 0:
+            raise ConfigError(f"duration must be positive seconds, got {self.duration}")
+        if self.n_fft < 16:
+            raise ConfigError(f"n_fft (frame) must be at least 16 samples, got {self.n_fft}")
+        if self.hop_length <= 0:
+            raise ConfigError(f"hop_length must be positive, got {self.hop_length}")
+        if self.hop_length > self.n_fft:
+            raise ConfigError(
+                f"hop_length ({self.hop_length}) must not exceed the frame n_fft ({self.n_fft})"
+            )
+        if self.n_samples < self.n_fft:
+            raise ConfigError(
+                f"duration {self.duration}s gives {self.n_samples} samples, fewer than one "
+                f"STFT frame ({self.n_fft}); use a longer duration or a smaller frame"
+            )
+        if self.normalisation not in NORMALISATIONS:
+            raise ConfigError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if self.windowing not in WINDOWINGS:
+            raise ConfigError(f"windowing must be one of {WINDOWINGS}, got {self.windowing!r}")
+        if self.phase not in PHASE_METHODS:
+            raise ConfigError(f"phase must be one of {PHASE_METHODS}, got {self.phase!r}")
+        if not self.top_db > 0:
+            raise ConfigError(f"top_db must be positive, got {self.top_db}")
+        if self.griffinlim_iters < 1:
+            raise ConfigError(f"griffinlim_iters must be at least 1, got {self.griffinlim_iters}")
+        return self
+
+    def replace(self, **changes: Any) -> SpectrogramConfig:
+        """A copy with ``changes`` applied (``None`` values are ignored) and validated."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SpectrogramConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown spectrogram parameters: {sorted(unknown)}")
+        return cls(**d).validate()
+
+
+# The study's settings are kept exactly ("study-*"); the defaults were chosen by measurement
+# (see README, "Why these defaults"): FSDD is recorded at 8 kHz, so digits work at 8 kHz (no
+# empty upper 60% of the spectrogram); 75% frame overlap lets Griffin-Lim recover phase.
+PRESETS: dict[str, SpectrogramConfig] = {
+    "digits": SpectrogramConfig(windowing="first"),  # one utterance per clip
+    "music": SpectrogramConfig(sample_rate=22050, duration=2.97, n_fft=1024, hop_length=256),
+    "study-digits": SpectrogramConfig(
+        sample_rate=22050, duration=0.74, n_fft=512, hop_length=256, normalisation="clip",
+        peak_normalise=False, windowing="first", phase="zero",
+    ),
+    "study-music": SpectrogramConfig(
+        sample_rate=22050, duration=5.94, n_fft=1024, hop_length=512, normalisation="clip",
+        peak_normalise=False, windowing="first", phase="zero",
+    ),
+}
+PRESETS["study"] = PRESETS["study-digits"]
+
+
+def preset(name: str) -> SpectrogramConfig:
+    """The named preset; raises :class:`ConfigError` listing the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

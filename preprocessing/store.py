@@ -1,0 +1,269 @@
+"""The dataset store: a folder of audio in, one directory of spectrograms out.
+
+Layout of a store directory::
+
+    spectrograms.npy   float32 (N, n_freq, n_frames) in [0, 1], memory-mappable
+    manifest.json      one entry per clip: source file, window offset (s), label, speaker,
+                       split, the dB range (lo, hi) that maps to [0, 1], and the input gain
+    config.json        the SpectrogramConfig (with the dataset's ref_db), the input
+                       fingerprint, and the files that were skipped with their reasons
+
+No pickle. Re-running on unchanged input with the same parameters reuses the store. The store
+is written to a temporary sibling directory and renamed into place, so an interrupted run never
+leaves a half-written store behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AudioError, is_audio_path, is_silent, load_audio, peak, windows
+from .config import SpectrogramConfig
+from .labels import ClipLabel, assign_splits, parse_label
+from .spectrogram import db_range, log_spectrogram
+
+STORE_VERSION = 1
+ProgressFn = Callable[[int, int, str], None]  # (files done, files total, current file)
+
+
+class PreprocessError(Exception):
+    """The whole run cannot proceed (no audio at all, nothing usable, bad output path)."""
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class StoreSummary:
+    """What a store holds, for people: counts per label and split, duration, skipped files."""
+
+    path: str
+    n_clips: int
+    n_files: int
+    shape: tuple[int, int]
+    duration_s: float
+    per_label: dict[str, dict[str, int]]  # label -> {"train": n, "test": n}
+    skipped: list[Skipped] = field(default_factory=list)
+    silent_windows: int = 0
+    reused: bool = False
+
+    def to_text(self) -> str:
+        lines = [
+            f"{self.n_clips} clips from {self.n_files} files ({self.duration_s / 60:.1f} min), "
+            f"spectrograms {self.shape[0]}x{self.shape[1]}" + (" [reused]" if self.reused else ""),
+        ]
+        for label, counts in sorted(self.per_label.items()):
+            lines.append(f"  {label}: train {counts.get('train', 0)}, test {counts.get('test', 0)}")
+        if self.silent_windows:
+            lines.append(f"  {self.silent_windows} silent windows left out")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} files:")
+            lines += [f"  {s.path}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+class Store:
+    """A dataset store opened read-only; ``specs`` is a memory map (N, n_freq, n_frames)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        cfg_path = self.path / "config.json"
+        if not cfg_path.is_file():
+            raise PreprocessError(f"{self.path} is not a dataset store (no config.json); "
+                                  "create one with `python -m vae preprocess`")
+        self.meta = json.loads(cfg_path.read_text())
+        self.config = SpectrogramConfig.from_dict(self.meta["spectrogram"])
+        self.clips: list[dict] = json.loads((self.path / "manifest.json").read_text())
+        self.specs = np.load(self.path / "spectrograms.npy", mmap_mode="r")
+        if self.specs.shape != (len(self.clips), *self.config.shape):
+            raise PreprocessError(f"{self.path}: spectrograms.npy has shape {self.specs.shape}, "
+                                  f"manifest and config expect {(len(self.clips), *self.config.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def indices(self, split: str | None = None) -> list[int]:
+        """Clip indices of one split ("train"/"test"), or all."""
+        return [i for i, c in enumerate(self.clips) if split is None or c["split"] == split]
+
+    def labels(self) -> list[str]:
+        return sorted({c["label"] for c in self.clips if c["label"] is not None})
+
+    def clip_name(self, i: int) -> str:
+        c = self.clips[i]
+        return f"{c['source']} @ {c['offset']:.2f}s" if c["offset"] else c["source"]
+
+    def summary(self, reused: bool = False) -> StoreSummary:
+        per_label: dict[str, Counter] = {}
+        for c in self.clips:
+            per_label.setdefault(c["label"] or "(unlabelled)", Counter())[c["split"]] += 1
+        return StoreSummary(
+            path=str(self.path),
+            n_clips=len(self.clips),
+            n_files=len({c["source"] for c in self.clips}),
+            shape=self.config.shape,
+            duration_s=len(self.clips) * self.config.duration,
+            per_label={k: dict(v) for k, v in per_label.items()},
+            skipped=[Skipped(**s) for s in self.meta.get("skipped", [])],
+            silent_windows=self.meta.get("silent_windows", 0),
+            reused=reused,
+        )
+
+
+def find_audio(inputs: str | Path | Sequence[str | Path]) -> tuple[Path, list[Path], list[Skipped]]:
+    """(root, audio files, skipped non-audio files) for a folder or a list of files."""
+    if isinstance(inputs, (str, Path)):
+        root = Path(inputs)
+        if root.is_file():
+            files = [root]
+            root = root.parent
+        elif root.is_dir():
+            files = sorted(p for p in root.rglob("*") if p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        else:
+            raise PreprocessError(f"input {root} does not exist")
+    else:
+        files = sorted(Path(p) for p in inputs)
+        if not files:
+            raise PreprocessError("no input files given")
+        root = Path(os.path.commonpath([p.resolve().parent for p in files]))
+    audio = [p for p in files if is_audio_path(p)]
+    skipped = [Skipped(str(p), f"unsupported format {p.suffix or '(no extension)'!r}")
+               for p in files if not is_audio_path(p)]
+    if not audio:
+        raise PreprocessError(f"no audio files found in {root} (looked for .wav, .flac, .ogg, .mp3, .aiff)")
+    return root, audio, skipped
+
+
+def fingerprint(cfg: SpectrogramConfig, root: Path, files: list[Path], test_fraction: float) -> str:
+    """Hash of parameters and input files (path, size, mtime) deciding whether a store is reusable."""
+    h = hashlib.sha256()
+    params = {**cfg.to_dict(), "ref_db": None, "test_fraction": test_fraction, "version": STORE_VERSION}
+    h.update(json.dumps(params, sort_keys=True).encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.resolve().relative_to(root.resolve())}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def build_store(
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
+    cfg: SpectrogramConfig,
+    progress: ProgressFn | None = None,
+    test_fraction: float = 0.1,
+    reuse: bool = True,
+) -> StoreSummary:
+    """Preprocess audio files into a store at ``output``; return its summary.
+
+    Files that cannot be used are skipped with a reason (see ``StoreSummary.skipped``). Raises
+    :class:`PreprocessError` when there is no audio at all or no file is usable.
+    """
+    cfg.validate()
+    output = Path(output)
+    root, files, skipped = find_audio(inputs)
+    fp = fingerprint(cfg, root, files, test_fraction)
+    if reuse and (output / "config.json").is_file():
+        try:
+            store = Store(output)
+            if store.meta.get("fingerprint") == fp:
+                return store.summary(reused=True)
+        except (PreprocessError, KeyError, ValueError, OSError):
+            pass  # unreadable or stale store: rebuild it
+
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        clips, n_silent = _analyse(root, files, cfg, tmp / "spectrograms.f32", skipped, progress, test_fraction)
+        if not clips:
+            reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:5])
+            raise PreprocessError(f"none of the {len(files)} audio files in {root} could be used ({reasons})")
+        cfg = _finalise(tmp, clips, cfg)
+        meta = {
+            "version": STORE_VERSION, "spectrogram": cfg.to_dict(), "input": str(root),
+            "fingerprint": fp, "test_fraction": test_fraction, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "skipped": [dataclasses.asdict(s) for s in skipped], "silent_windows": n_silent,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(clips, indent=0))
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        if output.exists():
+            shutil.rmtree(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Store(output).summary()
+
+
+def _analyse(root: Path, files: list[Path], cfg: SpectrogramConfig, raw_path: Path,
+             skipped: list[Skipped], progress: ProgressFn | None,
+             test_fraction: float) -> tuple[list[dict], int]:
+    """Write every usable window's dB spectrogram to ``raw_path``; return manifest entries."""
+    labels: list[ClipLabel] = [parse_label(p, root) for p in files]
+    splits = assign_splits(files, labels, root, test_fraction)
+    clips: list[dict] = []
+    n_silent = 0
+    with open(raw_path, "wb") as raw:
+        for k, (path, lab, split) in enumerate(zip(files, labels, splits)):
+            rel = path.resolve().relative_to(root.resolve()).as_posix()
+            try:
+                wave = load_audio(path, cfg.sample_rate, min_samples=cfg.n_fft)
+                if is_silent(wave):
+                    raise AudioError(path, "all-silent audio (peak below -80 dBFS)")
+                gain = 1.0 / peak(wave) if cfg.peak_normalise else 1.0
+                all_wins = windows(wave * gain, cfg.n_samples, cfg.windowing)
+                wins = [(o, w) for o, w in all_wins if not is_silent(w)]
+                n_silent += len(all_wins) - len(wins)
+                if not wins:
+                    raise AudioError(path, "all windows are silent")
+                db = log_spectrogram(np.stack([w for _, w in wins]), cfg).numpy()  # (W, F, T)
+                for (offset, _), spec in zip(wins, db):
+                    lo, hi = db_range(torch.from_numpy(spec), cfg) if cfg.normalisation == "clip" else (0.0, 0.0)
+                    if cfg.normalisation == "clip" and not hi > lo:
+                        n_silent += 1
+                        continue
+                    raw.write(np.ascontiguousarray(spec, dtype=np.float32).tobytes())
+                    clips.append({"source": rel, "offset": round(offset / cfg.sample_rate, 4),
+                                  "label": lab.label, "speaker": lab.speaker, "split": split,
+                                  "lo": lo, "hi": hi, "gain": gain, "db_max": float(spec.max())})
+            except AudioError as e:
+                skipped.append(Skipped(str(path), e.reason))
+            if progress:
+                progress(k + 1, len(files), rel)
+    return clips, n_silent
+
+
+def _finalise(tmp: Path, clips: list[dict], cfg: SpectrogramConfig) -> SpectrogramConfig:
+    """Normalise the raw dB spectrograms into ``spectrograms.npy``; return cfg with ref_db set."""
+    if cfg.normalisation == "global":
+        train = [c["db_max"] for c in clips if c["split"] == "train"] or [c["db_max"] for c in clips]
+        cfg = dataclasses.replace(cfg, ref_db=round(max(train), 3))
+        lo, hi = cfg.ref_db - cfg.top_db, cfg.ref_db
+        for c in clips:
+            c["lo"], c["hi"] = lo, hi
+    raw = np.memmap(tmp / "spectrograms.f32", dtype=np.float32, mode="r", shape=(len(clips), *cfg.shape))
+    out = np.lib.format.open_memmap(tmp / "spectrograms.npy", mode="w+", dtype=np.float32,
+                                    shape=(len(clips), *cfg.shape))
+    for i, c in enumerate(clips):
+        out[i] = np.clip((raw[i] - c["lo"]) / (c["hi"] - c["lo"]), 0.0, 1.0)
+        del c["db_max"]
+    out.flush()
+    del raw, out
+    (tmp / "spectrograms.f32").unlink()
+    return cfg

@@ -1,0 +1,147 @@
+"""Checkpoints: a directory with ``config.json`` and ``model.safetensors``.
+
+Nothing is unpickled: weights load with safetensors, the optimiser state for resuming with
+``torch.load(weights_only=True)``, everything else is JSON. Every file is written to a temporary
+name and renamed into place, so a crash never leaves a half-written checkpoint.
+
+Layout of a training run's output directory::
+
+    config.json, model.safetensors   the best model by validation loss ("the checkpoint")
+    latents.safetensors              latent statistics for exploration (written at the end)
+    last/                            the latest state: config.json, model.safetensors,
+                                     training_state.pt (optimiser, epoch, step, RNG) for resume
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from preprocessing.config import ConfigError, SpectrogramConfig
+
+from .config import ModelConfig, TrainConfig
+from .model import VAE
+
+FORMAT = "sound-vae/1"
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, malformed, or does not fit its config."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded model with everything needed to go between audio and latent codes."""
+
+    model: VAE
+    spec: SpectrogramConfig
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    meta: dict[str, Any] = field(default_factory=dict)  # arch, epoch, history, data, timings
+    path: Path | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename tmp_path to ``path`` (same directory)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(
+    directory: str | Path, model: VAE, spec: SpectrogramConfig, train_cfg: TrainConfig,
+    meta: dict[str, Any], training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write weights (and optionally the training state), then config.json last."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(directory / "model.safetensors", lambda p: save_file(weights, str(p)))
+    if training_state is not None:
+        atomic_write(directory / "training_state.pt", lambda p: torch.save(training_state, p))
+    config = {"format": FORMAT, "model": model.cfg.to_dict(), "spectrogram": spec.to_dict(),
+              "training": train_cfg.to_dict(), "meta": meta}
+    atomic_write(directory / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a checkpoint: no config.json "
+                              "(train one with `python -m vae train` or pick a folder under checkpoints/)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a sound-vae checkpoint config (format {FORMAT!r} expected)")
+    return config
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint directory; raises :class:`CheckpointError` saying what is wrong."""
+    directory = Path(directory)
+    config = read_config(directory)
+    try:
+        model_cfg = ModelConfig.from_dict(config["model"])
+        spec = SpectrogramConfig.from_dict(config["spectrogram"])
+        train_cfg = TrainConfig.from_dict(config.get("training", {}))
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{directory}/config.json has a bad or missing entry: {e}") from None
+    if (model_cfg.n_freq, model_cfg.n_frames) != spec.shape:
+        raise CheckpointError(f"{directory}: model expects {model_cfg.n_freq}x{model_cfg.n_frames} "
+                              f"spectrograms but its spectrogram config gives {spec.shape[0]}x{spec.shape[1]}")
+    weights_path = directory / "model.safetensors"
+    if not weights_path.is_file():
+        raise CheckpointError(f"{directory} has no model.safetensors")
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_path} is not a readable safetensors file ({e})") from None
+    model = VAE(model_cfg)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{weights_path} does not match the architecture in config.json: "
+                              f"{' '.join(first[:3])[:400]}") from None
+    model.to(device).eval()
+    return Checkpoint(model, spec, model_cfg, train_cfg, config.get("meta", {}), directory)
+
+
+def load_training_state(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / "training_state.pt"
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: {path} not found (was the run started with this output folder?)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        raise CheckpointError(f"{path} is unreadable or not a plain state dict ({e})") from None
+
+
+def find_checkpoints(*roots: str | Path) -> list[Path]:
+    """Checkpoint directories (those with config.json + model.safetensors) under ``roots``."""
+    found = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            continue
+        for cfg in sorted(root.rglob("config.json")):
+            d = cfg.parent
+            if d.name != "last" and (d / "model.safetensors").is_file():
+                found.append(d)
+    return found

@@ -1,0 +1,213 @@
+"""Command line: ``python -m vae <verb>`` over the same library the app uses.
+
+Verbs: preprocess, train, reconstruct, sample, evaluate. Each has ``--help``. Long work shows
+a tqdm bar on stderr; errors print one line ``error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from preprocessing.audio import AudioError, load_audio, save_wav
+from preprocessing.config import PRESETS, ConfigError, preset
+from preprocessing.store import PreprocessError, build_store, find_audio
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import ARCHS
+from .evaluate import evaluate
+from .generate import decode, reconstruct_audio, sample, to_wave
+from .train import TrainingError, pick_device, train
+
+USER_ERRORS = (AudioError, CheckpointError, ConfigError, PreprocessError, TrainingError, FileNotFoundError)
+
+
+def _bar(desc: str, unit: str = "file") -> tuple[tqdm, Callable[[int, int, str], None]]:
+    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int, name: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(name[-40:], refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_preprocess(a: argparse.Namespace) -> int:
+    cfg = preset(a.preset).replace(
+        sample_rate=a.sample_rate, duration=a.duration, n_fft=a.n_fft, hop_length=a.hop,
+        normalisation=a.normalisation, windowing=a.windowing, top_db=a.top_db,
+    )
+    bar, update = _bar("preprocess")
+    with bar:
+        summary = build_store(a.input, a.output, cfg, progress=update, test_fraction=a.test_fraction,
+                              reuse=not a.force)
+    print(summary.to_text())
+    print(f"store written to {a.output}" if not summary.reused else f"store {a.output} reused (input unchanged)")
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    overrides = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "kl_weight", "recon_weight",
+                                            "seed", "device", "latent_dim", "time_limit_s")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: save and stop cleanly
+    bar = tqdm(desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+    with bar:
+        for ev in train(a.data, a.output, arch=a.arch, resume=a.resume, stop=stop, **overrides):
+            if ev.kind == "step":
+                bar.total = ev.steps * ev.epochs
+                bar.n = ev.epoch * ev.steps + ev.step
+                bar.set_postfix(epoch=f"{ev.epoch + 1}/{ev.epochs}", loss=f"{ev.losses['loss']:.4g}",
+                                recon=f"{ev.losses['recon']:.4g}", kl=f"{ev.losses['kl']:.3g}",
+                                sps=f"{ev.samples_per_s:.0f}", refresh=False)
+                bar.refresh()
+            elif ev.kind == "epoch":
+                bar.write(f"epoch {ev.epoch}/{ev.epochs}: train loss {ev.losses['loss']:.4g} "
+                          f"(recon {ev.losses['recon']:.4g}, kl {ev.losses['kl']:.3g}) | "
+                          f"val loss {ev.val['loss']:.4g} (recon {ev.val['recon']:.4g}) | "
+                          f"{ev.samples_per_s:.0f} samples/s")
+            else:
+                bar.write(f"{ev.kind}: {ev.message} (checkpoint {ev.checkpoint})")
+    return 0
+
+
+def _inputs(path: str) -> list[Path]:
+    return find_audio(path)[1]
+
+
+def cmd_reconstruct(a: argparse.Namespace) -> int:
+    ck = load_checkpoint(a.checkpoint, pick_device(a.device))
+    out = Path(a.output)
+    failed = 0
+    for f in tqdm(_inputs(a.input), desc="reconstruct", unit="file", file=sys.stderr):
+        try:
+            wave = load_audio(f, ck.spec.sample_rate, min_samples=ck.spec.n_fft)
+        except AudioError as e:
+            tqdm.write(f"skipped {e}", file=sys.stderr)
+            failed += 1
+            continue
+        recon, _, _ = reconstruct_audio(ck, wave, a.phase, a.griffinlim_iters)
+        save_wav(out / f"{f.stem}.wav", recon, ck.spec.sample_rate)
+    print(f"wrote reconstructions to {out}" + (f"; {failed} files skipped" if failed else ""))
+    return 0
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    ck = load_checkpoint(a.checkpoint, pick_device(a.device))
+    z = sample(ck, a.count, a.temperature, a.seed)
+    specs = decode(ck, z)
+    out = Path(a.output)
+    for i in tqdm(range(a.count), desc="sample", unit="clip", file=sys.stderr):
+        save_wav(out / f"sample_{i:03d}.wav", to_wave(ck, specs[i], phase=a.phase, n_iter=a.griffinlim_iters),
+                 ck.spec.sample_rate)
+    print(f"wrote {a.count} samples to {out}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    ck = load_checkpoint(a.checkpoint, pick_device(a.device))
+    bar, update = _bar("evaluate")
+    with bar:
+        result = evaluate(ck, a.input, split=a.split, phase=a.phase, n_iter=a.griffinlim_iters,
+                          with_stoi=a.stoi, progress=update)
+    print(json.dumps(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m vae", description="Sound VAE: preprocess audio, train, generate.")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    s = sub.add_parser("preprocess", help="audio folder -> dataset store",
+                       description="Turn a folder of audio into a dataset store of normalised spectrograms.")
+    s.add_argument("--preset", default="digits", choices=sorted(PRESETS), help="parameter preset (default: digits)")
+    s.add_argument("--input", required=True, help="folder of audio (searched recursively) or one file")
+    s.add_argument("--output", required=True, help="store directory to write")
+    s.add_argument("--sample-rate", type=int, help="Hz")
+    s.add_argument("--duration", type=float, help="seconds per clip/window")
+    s.add_argument("--n-fft", type=int, help="STFT frame length (samples)")
+    s.add_argument("--hop", type=int, help="STFT hop (samples)")
+    s.add_argument("--top-db", type=float, help="dynamic range kept, dB")
+    s.add_argument("--normalisation", choices=["global", "clip"])
+    s.add_argument("--windowing", choices=["all", "first"], help="all windows of long files, or the first only")
+    s.add_argument("--test-fraction", type=float, default=0.1, help="share of non-FSDD files held out (default 0.1)")
+    s.add_argument("--force", action="store_true", help="rebuild even if an up-to-date store exists")
+    s.set_defaults(func=cmd_preprocess)
+
+    s = sub.add_parser("train", help="dataset store -> checkpoint",
+                       description="Train a VAE; Ctrl-C saves and stops, --resume continues.")
+    s.add_argument("--data", required=True, help="store directory (from preprocess)")
+    s.add_argument("--output", required=True, help="checkpoint directory to write")
+    s.add_argument("--arch", default="default", choices=ARCHS)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--latent-dim", type=int)
+    s.add_argument("--kl-weight", type=float, help="beta, the KL term's weight")
+    s.add_argument("--recon-weight", type=float, help="weight of the per-pixel MSE")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--device", help="auto (default), cpu, cuda, mps")
+    s.add_argument("--time-limit", dest="time_limit_s", type=float, help="stop after this many seconds of training")
+    s.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    s.set_defaults(func=cmd_train)
+
+    def model_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--checkpoint", required=True, help="checkpoint directory")
+        s.add_argument("--phase", choices=["griffinlim", "zero"], help="phase method (default: the checkpoint's)")
+        s.add_argument("--griffinlim-iters", type=int, help="Griffin-Lim iterations")
+        s.add_argument("--device", default="cpu", help="cpu (default), cuda, mps, auto")
+
+    s = sub.add_parser("reconstruct", help="audio -> encode -> decode -> audio",
+                       description="Write each input file's reconstruction as OUTPUT/<name>.wav.")
+    model_args(s)
+    s.add_argument("--input", required=True, help="audio file or folder")
+    s.add_argument("--output", required=True, help="folder for WAV files")
+    s.set_defaults(func=cmd_reconstruct)
+
+    s = sub.add_parser("sample", help="sounds from the prior", description="Decode random latent codes to WAV files.")
+    model_args(s)
+    s.add_argument("--count", type=int, default=8)
+    s.add_argument("--output", required=True, help="folder for WAV files")
+    s.add_argument("--temperature", type=float, default=1.0, help="prior standard deviation scale")
+    s.add_argument("--seed", type=int)
+    s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("evaluate", help="reconstruction figures as JSON",
+                       description="Reconstruct inputs and print one JSON line of metrics.")
+    model_args(s)
+    s.add_argument("--input", required=True, help="audio file, folder, or store directory")
+    s.add_argument("--split", default="auto", choices=["auto", "train", "test", "all"],
+                   help="auto: a store's test split, or every file of a folder")
+    s.add_argument("--stoi", action=argparse.BooleanOptionalAction, default=None,
+                   help="compute STOI (default: for models at <= 16 kHz)")
+    s.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "count", 1) is not None and getattr(args, "count", 1) < 1:
+            raise ConfigError("--count must be at least 1")
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

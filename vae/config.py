@@ -1,0 +1,153 @@
+"""Model and training configuration: dataclasses and the architecture presets.
+
+``study`` reproduces the study (after the well-known Keras sound-VAE tutorial): five blocks of
+conv -> ReLU -> batch norm with 512..32 filters, latent 128, loss 1e6 x MSE + KL, Adam 5e-4.
+``default`` is our measured choice: few filters at full resolution and more as resolution
+drops (the study does the reverse, which puts almost all its compute in the first layers),
+LeakyReLU before batch norm... see README "Architecture comparison" for the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from preprocessing.config import ConfigError
+
+ARCHS = ("default", "study")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A convolutional VAE over (1, n_freq, n_frames) spectrograms in [0, 1]."""
+
+    n_freq: int = 128
+    n_frames: int = 96
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # encoder filters, block by block
+    strides: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (2, 2))  # (freq, time)
+    decoder_channels: tuple[int, ...] = (128, 64, 32)  # transposed-conv filters before the output layer
+    kernel: int = 3
+    latent_dim: int = 32
+    activation: str = "leaky_relu"  # "relu" | "leaky_relu"
+    norm_first: bool = True  # conv -> norm -> act (True) or the study's conv -> act -> norm
+
+    @property
+    def bottleneck(self) -> tuple[int, int, int]:
+        """(C, F, T) of the last encoder feature map."""
+        f, t = self.n_freq, self.n_frames
+        for sf, st in self.strides:
+            f, t = f // sf, t // st
+        return (self.channels[-1], f, t)
+
+    def validate(self) -> ModelConfig:
+        if self.latent_dim < 1:
+            raise ConfigError(f"latent_dim must be at least 1, got {self.latent_dim}")
+        if not self.channels or len(self.channels) != len(self.strides):
+            raise ConfigError("channels and strides must be non-empty and of equal length")
+        if len(self.decoder_channels) != len(self.channels) - 1:
+            raise ConfigError("decoder_channels must have one entry fewer than channels")
+        if self.activation not in ("relu", "leaky_relu"):
+            raise ConfigError(f"activation must be 'relu' or 'leaky_relu', got {self.activation!r}")
+        fs = ts = 1
+        for sf, st in self.strides:
+            fs, ts = fs * sf, ts * st
+        if self.n_freq % fs or self.n_frames % ts:
+            raise ConfigError(
+                f"spectrogram {self.n_freq}x{self.n_frames} cannot be mirrored by strides "
+                f"{list(self.strides)}: n_freq must divide by {fs} and n_frames by {ts}; "
+                f"adjust duration/hop (n_frames = 1 + duration*sample_rate // hop) or n_fft"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        d["channels"] = tuple(d["channels"])
+        d["decoder_channels"] = tuple(d["decoder_channels"])
+        d["strides"] = tuple(tuple(s) for s in d["strides"])
+        return cls(**d).validate()
+
+
+def model_config(arch: str, shape: tuple[int, int], latent_dim: int | None = None) -> ModelConfig:
+    """The ``arch`` preset ("default" or "study") sized for spectrograms of ``shape`` (F, T)."""
+    n_freq, n_frames = shape
+    if arch == "study":
+        cfg = ModelConfig(
+            n_freq=n_freq, n_frames=n_frames, channels=(512, 256, 128, 64, 32),
+            strides=((2, 2), (2, 2), (2, 2), (2, 2), (2, 1)), decoder_channels=(32, 64, 128, 256),
+            latent_dim=128, activation="relu", norm_first=False,
+        )
+    elif arch == "default":
+        # Halve both axes until each is at most 8 (a small bottleneck keeps the dense layers
+        # small); filters double from 32 up to 256.
+        strides, f, t = [], n_freq, n_frames
+        while f > 8 or t > 8:
+            s = (2 if f > 8 and f % 2 == 0 else 1, 2 if t > 8 and t % 2 == 0 else 1)
+            if s == (1, 1):
+                break
+            strides.append(s)
+            f, t = f // s[0], t // s[1]
+        if not strides:
+            raise ConfigError(f"spectrogram {n_freq}x{n_frames} is too small or odd-sized for the default architecture")
+        channels = tuple(min(256, 32 * 2**i) for i in range(len(strides)))
+        cfg = ModelConfig(
+            n_freq=n_freq, n_frames=n_frames, channels=channels, strides=tuple(strides),
+            decoder_channels=tuple(reversed(channels[:-1])), latent_dim=32,
+        )
+    else:
+        raise ConfigError(f"unknown architecture {arch!r}; choose one of {ARCHS}")
+    if latent_dim is not None:
+        cfg = dataclasses.replace(cfg, latent_dim=latent_dim)
+    return cfg.validate()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Loss = recon_weight * per-pixel MSE + kl_weight * KL (nats)."""
+
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    recon_weight: float = 12288.0  # per-pixel MSE x this: the default sums over a 128x96 image
+    kl_weight: float = 1.0  # beta
+    kl_warmup_epochs: int = 5  # KL weight ramps linearly from 0 over these epochs
+    grad_clip: float = 5.0  # max gradient norm; 0 disables
+    seed: int = 0
+    device: str = "auto"  # "auto" picks cuda, then mps, then cpu
+    checkpoint_every: int = 1  # epochs between "last" checkpoints
+    preview_every: int = 2  # epochs between preview reconstructions (events carry them)
+    time_limit_s: float | None = None  # stop cleanly after this much training wall time
+
+    def validate(self) -> TrainConfig:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.recon_weight <= 0 or self.kl_weight < 0:
+            raise ConfigError("recon_weight must be positive and kl_weight non-negative")
+        return self
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None}).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names}).validate()
+
+
+def train_config(arch: str, shape: tuple[int, int]) -> TrainConfig:
+    """Training defaults for an architecture preset (``study`` as the study trained digits)."""
+    if arch == "study":
+        return TrainConfig(epochs=150, batch_size=64, lr=5e-4, recon_weight=1e6, kl_weight=1.0,
+                           kl_warmup_epochs=0, grad_clip=0.0)
+    return TrainConfig(recon_weight=float(shape[0] * shape[1]))

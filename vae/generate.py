@@ -1,0 +1,120 @@
+"""Generation: encode, decode, reconstruct, sample, interpolate, and turn results into sound.
+
+Spectrograms here are normalised model inputs, (B, F, T) in [0, 1]; latent codes are (B, D);
+waveforms are float32 numpy arrays (n,) at the checkpoint's sample rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from preprocessing.audio import is_silent, load_audio, peak, windows
+from preprocessing.spectrogram import db_range, denormalise, log_spectrogram, normalise, to_audio
+
+from .checkpoint import Checkpoint
+
+
+def _model_input(x: torch.Tensor | np.ndarray, ck: Checkpoint) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if x.shape[-2:] != ck.spec.shape:
+        raise ValueError(f"spectrogram shape {tuple(x.shape[-2:])} does not match the model's {ck.spec.shape}")
+    return x.reshape(-1, 1, *ck.spec.shape).to(ck.device)  # (B, 1, F, T)
+
+
+@torch.no_grad()
+def encode(ck: Checkpoint, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spectrograms (B, F, T) or (F, T) -> posterior (mu, logvar), each (B, D)."""
+    mu, logvar = ck.model.encode(_model_input(x, ck))
+    return mu.cpu(), logvar.cpu()
+
+
+@torch.no_grad()
+def decode(ck: Checkpoint, z: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Latent codes (B, D) or (D,) -> spectrograms (B, F, T) in [0, 1]."""
+    z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1, ck.model_cfg.latent_dim)
+    return ck.model.decode(z.to(ck.device))[:, 0].cpu()
+
+
+def reconstruct(ck: Checkpoint, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Spectrograms (B, F, T) -> their reconstructions through the posterior mean (B, F, T)."""
+    return decode(ck, encode(ck, x)[0])
+
+
+def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = None) -> torch.Tensor:
+    """``n`` codes from the prior N(0, temperature^2 I), (n, D)."""
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    return torch.randn(n, ck.model_cfg.latent_dim, generator=g) * temperature
+
+
+def interpolate(z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` codes on the straight line from z_a to z_b (ends included), (steps, D)."""
+    if steps < 2:
+        raise ValueError(f"interpolation needs at least 2 steps, got {steps}")
+    t = torch.linspace(0, 1, steps)[:, None]
+    return (1 - t) * z_a.reshape(1, -1) + t * z_b.reshape(1, -1)
+
+
+@dataclass
+class Analysed:
+    """An audio signal cut into model inputs, with what is needed to undo the cut."""
+
+    specs: torch.Tensor  # (W, F, T) normalised windows
+    ranges: list[tuple[float, float]]  # per window (lo, hi) dB mapped to 0 and 1
+    gain: float  # input was multiplied by this before analysis
+    length: int  # samples of the input at the model's rate
+
+
+def analyse(ck: Checkpoint, wave: np.ndarray) -> Analysed:
+    """A mono signal (n,) at the model's rate -> normalised windows of the model's duration."""
+    cfg = ck.spec
+    gain = 1.0 / peak(wave) if cfg.peak_normalise and not is_silent(wave) else 1.0
+    wins = windows(wave * gain, cfg.n_samples, "all")
+    db = log_spectrogram(np.stack([w for _, w in wins]), cfg)  # (W, F, T)
+    specs, ranges = [], []
+    for w_db in db:
+        lo, hi = db_range(w_db, cfg)
+        if not hi > lo:  # a silent window under per-clip normalisation: keep it silent
+            specs.append(torch.zeros_like(w_db))
+            ranges.append((lo - cfg.top_db, lo))
+        else:
+            specs.append(normalise(w_db, lo, hi))
+            ranges.append((lo, hi))
+    return Analysed(torch.stack(specs), ranges, gain, len(wave))
+
+
+def analyse_file(ck: Checkpoint, path: str) -> Analysed:
+    return analyse(ck, load_audio(path, ck.spec.sample_rate, min_samples=ck.spec.n_fft))
+
+
+def to_wave(ck: Checkpoint, x: torch.Tensor, ranges: list[tuple[float, float]] | None = None,
+            phase: str | None = None, n_iter: int | None = None) -> np.ndarray:
+    """Normalised spectrograms (W, F, T) -> one signal (W * n_samples,), windows joined.
+
+    ``ranges`` gives each window's dB range; without it the checkpoint's global range is used
+    (for sampled or interpolated spectrograms that have no source clip). A model trained with
+    per-clip normalisation has no global range and uses a typical one (-60 .. 0 dB re peak).
+    """
+    x = x.reshape(-1, *ck.spec.shape)
+    if ranges is None:
+        if ck.spec.normalisation == "global":
+            lo, hi = ck.spec.ref_db - ck.spec.top_db, ck.spec.ref_db
+        else:
+            lo, hi = ck.meta.get("typical_range", (-40.0, 30.0))
+        ranges = [(lo, hi)] * len(x)
+    db = torch.stack([denormalise(w, lo, hi) for w, (lo, hi) in zip(x, ranges)])
+    wave = to_audio(db, ck.spec, phase=phase, n_iter=n_iter).reshape(-1).numpy()
+    if ck.spec.peak_normalise and peak(wave) > 0:
+        wave = wave * min(1.0, 0.99 / peak(wave))  # never clip on playback
+    return wave.astype(np.float32)
+
+
+def reconstruct_audio(ck: Checkpoint, wave: np.ndarray, phase: str | None = None,
+                      n_iter: int | None = None) -> tuple[np.ndarray, Analysed, torch.Tensor]:
+    """Signal (n,) -> (reconstructed signal (n,) at the input's level, analysis, recon specs)."""
+    a = analyse(ck, wave)
+    x_hat = reconstruct(ck, a.specs)
+    out = to_wave(ck, x_hat, a.ranges, phase, n_iter)[: a.length] / a.gain
+    return out.astype(np.float32), a, x_hat
