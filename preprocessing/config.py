@@ -47,7 +47,7 @@ class SpectrogramConfig:
 
     @property
     def n_samples(self) -> int:
-        return int(round(self.duration * self.sample_rate))
+        return round(self.duration * self.sample_rate)
 
     @property
     def n_freq(self) -> int:

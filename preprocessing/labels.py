@@ -44,14 +44,15 @@ def assign_splits(paths: list[Path], labels: list[ClipLabel], root: Path,
     """"train" or "test" for each file (FSDD takes 0-4 are test; others by path hash)."""
     splits = ["train"] * len(paths)
     others = []
-    for i, (p, lab) in enumerate(zip(paths, labels)):
+    for i, lab in enumerate(labels):
         if lab.take is not None:
             splits[i] = "test" if lab.take in FSDD_TEST_TAKES else "train"
         else:
             others.append(i)
     if len(others) >= 2:
         n_test = max(1, round(test_fraction * len(others)))
-        key = {i: zlib.crc32(paths[i].relative_to(root).as_posix().encode()) for i in others}
+        base = root.resolve()  # paths may be relative (a list of files) while root is absolute
+        key = {i: zlib.crc32(paths[i].resolve().relative_to(base).as_posix().encode()) for i in others}
         for i in sorted(others, key=lambda i: key[i])[:n_test]:
             splits[i] = "test"
     return splits

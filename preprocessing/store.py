@@ -138,13 +138,19 @@ def find_audio(inputs: str | Path | Sequence[str | Path]) -> tuple[Path, list[Pa
         else:
             raise PreprocessError(f"input {root} does not exist")
     else:
-        files = sorted(Path(p) for p in inputs)
-        if not files:
+        given = sorted(Path(p) for p in inputs)
+        if not given:
             raise PreprocessError("no input files given")
+        files = [p for p in given if p.is_file()]
+        missing = [Skipped(str(p), "file not found") for p in given if not p.is_file()]
+        if not files:
+            raise PreprocessError(f"none of the {len(given)} input files exist (e.g. {given[0]})")
         root = Path(os.path.commonpath([p.resolve().parent for p in files]))
     audio = [p for p in files if is_audio_path(p)]
     skipped = [Skipped(str(p), f"unsupported format {p.suffix or '(no extension)'!r}")
                for p in files if not is_audio_path(p)]
+    if not isinstance(inputs, (str, Path)):
+        skipped = missing + skipped
     if not audio:
         raise PreprocessError(f"no audio files found in {root} (looked for .wav, .flac, .ogg, .mp3, .aiff)")
     return root, audio, skipped
@@ -177,6 +183,9 @@ def build_store(
     cfg.validate()
     output = Path(output)
     root, files, skipped = find_audio(inputs)
+    if output.exists() and not (output / "config.json").is_file() and (not output.is_dir() or any(output.iterdir())):
+        # never delete something that is not a store (e.g. --output pointing at an audio folder)
+        raise PreprocessError(f"output {output} exists and is not a dataset store; choose a new or empty folder")
     fp = fingerprint(cfg, root, files, test_fraction)
     if reuse and (output / "config.json").is_file():
         try:
@@ -196,7 +205,7 @@ def build_store(
             raise PreprocessError(f"none of the {len(files)} audio files in {root} could be used ({reasons})")
         cfg = _finalise(tmp, clips, cfg)
         meta = {
-            "version": STORE_VERSION, "spectrogram": cfg.to_dict(), "input": str(root),
+            "version": STORE_VERSION, "spectrogram": cfg.to_dict(), "input": str(root.resolve()),
             "fingerprint": fp, "test_fraction": test_fraction, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "skipped": [dataclasses.asdict(s) for s in skipped], "silent_windows": n_silent,
         }

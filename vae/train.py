@@ -113,11 +113,20 @@ def _validate(model: VAE, batches: _Batches, device: torch.device, tc: TrainConf
 def _preview(model: VAE, store: Store, index: int, device: torch.device) -> dict[str, Any]:
     model.eval()
     with torch.no_grad():
-        x = torch.from_numpy(np.asarray(store.specs[index])).to(device)[None, None]
+        x = torch.from_numpy(np.array(store.specs[index])).to(device)[None, None]  # copy: memmap is read-only
         x_hat = model.decode(model.encode(x)[0])
     model.train()
     return {"index": index, "name": store.clip_name(index),
             "original": x[0, 0].cpu().numpy(), "reconstruction": x_hat[0, 0].cpu().numpy()}
+
+
+def _should_stop(stop: threading.Event | None, tc: TrainConfig, train_time: float) -> str:
+    """Why training should stop now ("" to go on)."""
+    if stop is not None and stop.is_set():
+        return "stopped on request"
+    if tc.time_limit_s is not None and train_time >= tc.time_limit_s:
+        return "time limit reached"
+    return ""
 
 
 def _save_stats(output: Path, store: Store, indices: list[int], device: torch.device) -> None:
@@ -157,7 +166,8 @@ def train(
         state = load_training_state(output / "last")
         history = last["meta"].get("history", [])
         if ck.spec.shape != store.config.shape:
-            raise TrainingError(f"cannot resume: checkpoint expects {ck.spec.shape} spectrograms, store has {store.config.shape}")
+            raise TrainingError(f"cannot resume: checkpoint expects {ck.spec.shape} spectrograms, "
+                                f"store has {store.config.shape}")
     else:
         model_cfg = model_cfg or model_config(arch, store.config.shape, latent_dim)
         train_cfg = (train_cfg or train_config(arch, store.config.shape)).replace(**overrides)
@@ -220,7 +230,7 @@ def train(
             loss, recon, kl = vae_loss(x_hat, x, mu, logvar, tc.recon_weight, tc.kl_weight * warm)
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; training stopped. "
+                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; training stopped. "
                     f"The last good checkpoint is in {output / 'last'}. Try a lower learning rate "
                     f"(now {tc.lr:g}) or a smaller reconstruction weight, then --resume.")
             opt.zero_grad(set_to_none=True)
@@ -231,22 +241,20 @@ def train(
             dt = time.perf_counter() - t0
             train_time += dt
             for k, v in (("loss", loss), ("recon", recon), ("kl", kl)):
-                sums[k] += float(v) * len(x)
+                sums[k] += float(v.detach()) * len(x)
             seen += len(x)
             rate = seen / max(1e-9, time.perf_counter() - t_epoch)
             remaining = (steps - step - 1 + (tc.epochs - epoch - 1) * steps) * tc.batch_size / max(rate, 1e-9)
             yield TrainEvent("step", epoch, tc.epochs, step + 1, steps, {k: v / seen for k, v in sums.items()},
                              samples_per_s=rate, eta_s=remaining, elapsed_s=time.perf_counter() - t_run,
                              message=message)
-            out_of_time = tc.time_limit_s is not None and train_time >= tc.time_limit_s
-            if (stop is not None and stop.is_set()) or out_of_time:
-                done_epoch = step + 1 == steps
-                checkpoint(output / "last", epoch + done_epoch, 0 if done_epoch else step + 1, True)
-                why = "time limit reached" if out_of_time else "stopped on request"
+            why = _should_stop(stop, tc, train_time)
+            if why and step + 1 < steps:  # on an epoch's last step, finish the epoch (validate) first
+                checkpoint(output / "last", epoch, step + 1, True)
                 if not (output / "config.json").exists():  # no validated best yet: the latest is the best we have
-                    checkpoint(output, epoch + done_epoch, 0, False)
+                    checkpoint(output, epoch, 0, False)
                 _save_stats(output, store, train_idx, device)
-                yield TrainEvent("stopped", epoch + done_epoch, tc.epochs, step + 1, steps,
+                yield TrainEvent("stopped", epoch, tc.epochs, step + 1, steps,
                                  {k: v / seen for k, v in sums.items()}, elapsed_s=time.perf_counter() - t_run,
                                  checkpoint=str(output / "last"),
                                  message=f"{why} at epoch {epoch + 1}, step {step + 1}; resume to continue")
@@ -254,6 +262,11 @@ def train(
         skip_steps = 0
         losses = {k: v / max(1, seen) for k, v in sums.items()}
         val = _validate(model, val_batches, device, tc)
+        if not math.isfinite(val["loss"]):  # weights diverged in the last step: do not save them
+            raise TrainingError(
+                f"validation loss became {val['loss']} after epoch {epoch + 1}; training stopped. "
+                f"The last good checkpoint is in {output / 'last'}. Try a lower learning rate "
+                f"(now {tc.lr:g}) or a smaller reconstruction weight, then --resume.")
         history.append({"epoch": epoch + 1, "train": losses, "val": val, "train_time_s": round(train_time, 1)})
         improved = val["loss"] < best
         if improved:
@@ -264,9 +277,19 @@ def train(
         preview = None
         if tc.preview_every and ((epoch + 1) % tc.preview_every == 0 or epoch + 1 == tc.epochs or epoch == start_epoch):
             preview = _preview(model, store, preview_index, device)
-        yield TrainEvent("epoch", epoch + 1, tc.epochs, steps, steps, losses, val, seen / (time.perf_counter() - t_epoch),
+        rate = seen / (time.perf_counter() - t_epoch)
+        yield TrainEvent("epoch", epoch + 1, tc.epochs, steps, steps, losses, val, rate,
                          elapsed_s=time.perf_counter() - t_run, checkpoint=str(output if improved else output / "last"),
                          preview=preview, message=message)
+        why = _should_stop(stop, tc, train_time)
+        if why and epoch + 1 < tc.epochs:
+            if (epoch + 1) % tc.checkpoint_every:
+                checkpoint(output / "last", epoch + 1, 0, True)
+            _save_stats(output, store, train_idx, device)
+            yield TrainEvent("stopped", epoch + 1, tc.epochs, steps, steps, losses, val,
+                             elapsed_s=time.perf_counter() - t_run, checkpoint=str(output / "last"),
+                             message=f"{why} after epoch {epoch + 1}; resume to continue")
+            return
 
     _save_stats(output, store, train_idx, device)
     yield TrainEvent("done", tc.epochs, tc.epochs, steps, steps, history[-1]["train"] if history else {},

@@ -1,0 +1,94 @@
+"""Write a checkpoint's model card (README.md) from its config and a fresh evaluation.
+
+    python scripts/make_model_card.py checkpoints/digits --eval-input ../shared/data/fsdd/recordings \
+        --split test --data-note "..." --command "..."
+
+The card's evaluation block is the exact JSON that ``python -m vae evaluate`` prints for the same
+input and split; tests/test_shipped.py re-runs the evaluation and checks it still matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vae.checkpoint import load_checkpoint  # noqa: E402
+from vae.evaluate import evaluate  # noqa: E402
+from vae.latents import load_latent_stats  # noqa: E402
+
+EVAL_BEGIN, EVAL_END = "<!-- evaluation -->", "<!-- /evaluation -->"
+
+
+def card_evaluation(card: str) -> dict:
+    """The evaluation JSON embedded in a model card."""
+    block = card.split(EVAL_BEGIN, 1)[1].split(EVAL_END, 1)[0]
+    return json.loads(block.strip().removeprefix("```json").removesuffix("```").strip())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--eval-input", required=True, help="held-out audio (folder) to evaluate on")
+    p.add_argument("--split", default="test")
+    p.add_argument("--title", required=True)
+    p.add_argument("--data-note", required=True, help="what the model was trained on")
+    p.add_argument("--command", required=True, help="the exact commands that reproduce the checkpoint")
+    p.add_argument("--hardware", required=True, help="where it was trained")
+    a = p.parse_args()
+
+    ck = load_checkpoint(a.checkpoint)
+    result = evaluate(ck, a.eval_input, split=a.split)
+    result["checkpoint"] = a.checkpoint
+    result["input"] = a.eval_input
+    stats = load_latent_stats(a.checkpoint)
+    m, s, meta = ck.model_cfg, ck.spec, ck.meta
+    hist = meta.get("history", [])
+    n_params = sum(p.numel() for p in ck.model.parameters())
+    k = stats.n_sliders() if stats else 0
+    lines = [
+        f"# {a.title}", "",
+        "## Data", "", a.data_note, "",
+        f"Training clips: {meta.get('n_train')}, validation clips: {meta.get('n_val')}.", "",
+        "## Preset", "",
+        f"{s.sample_rate} Hz mono, {s.duration} s clips ({s.windowing} windows), STFT frame {s.n_fft} / hop "
+        f"{s.hop_length} -> {s.n_freq} x {s.n_frames} log-magnitude spectrograms; {s.normalisation} normalisation "
+        f"(range {s.ref_db - s.top_db:.1f} .. {s.ref_db:.1f} dB)" if s.ref_db is not None else
+        f"{s.sample_rate} Hz, {s.normalisation} normalisation", "",
+        f"Sound: {s.phase} phase ({s.griffinlim_iters} Griffin-Lim iterations).", "",
+        "## Architecture", "",
+        f"`{meta.get('arch')}`: encoder channels {list(m.channels)}, strides {[list(x) for x in m.strides]}, "
+        f"latent {m.latent_dim}, decoder channels {list(m.decoder_channels)}; {n_params / 1e6:.2f} M parameters. "
+        f"Loss {ck.train_cfg.recon_weight:g} x per-pixel MSE + {ck.train_cfg.kl_weight:g} x KL "
+        f"(warm-up {ck.train_cfg.kl_warmup_epochs} epochs), Adam lr {ck.train_cfg.lr:g}, "
+        f"batch {ck.train_cfg.batch_size}.",
+        "",
+        "## Reproduce", "", "```bash", a.command, "```", "",
+        "## Training", "",
+        f"{meta.get('epoch')} epochs, {meta.get('train_time_s')} s of training time on {a.hardware} "
+        f"(device `{meta.get('device')}`, torch {meta.get('torch')}). "
+        f"Best validation loss {meta.get('best_val', 0):.4g}"
+        + (f"; final epoch: train recon MSE {hist[-1]['train']['recon']:.5f}, val recon MSE "
+           f"{hist[-1]['val']['recon']:.5f}." if hist else "."), "",
+        "## Evaluation", "",
+        f"`python -m vae evaluate --checkpoint {a.checkpoint} --input {a.eval_input} --split {a.split}` "
+        "(held-out recordings, resynthesised with the preset's phase method; audio figures use one fixed "
+        "16 kHz STFT; lower is better except STOI):", "",
+        EVAL_BEGIN, "```json", json.dumps(result, indent=2), "```", EVAL_END, "",
+        "## Latent space", "",
+        (f"`latents.safetensors` holds the statistics the Explore tab uses without any dataset: the mean code, "
+         f"{len(stats.explained)} principal directions (the first {k} cover "
+         f"{float(stats.explained[:k].sum()) * 100:.0f}% of the variance and become sliders), per-label means "
+         f"for {len(stats.label_names)} labels ({', '.join(stats.label_names)}), and {len(stats.codes)} codes for "
+         f"the 2-D map.") if stats else "No latent statistics saved.", "",
+    ]
+    (Path(a.checkpoint) / "README.md").write_text("\n".join(lines))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Reading, checking and cutting audio (preprocessing.audio)."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import SR, tone, write_wav
+
+from preprocessing.audio import AudioError, fit_length, is_silent, load_audio, save_wav, windows
+
+
+def test_load_mixes_to_mono_and_resamples(tmp_path):
+    left, right = tone(440, dur=0.5, sr=16000), np.zeros(8000, np.float32)
+    path = tmp_path / "stereo.wav"
+    sf.write(str(path), np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    wave = load_audio(path, SR)
+    assert wave.dtype == np.float32 and wave.shape == (4000,)
+    assert 0.2 < np.abs(wave).max() < 0.3  # mean of the two channels: half the tone's 0.5 amplitude
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("empty.wav", b"", "empty file"),
+    ("garbage.wav", bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)), "not readable as audio"),
+    ("text.wav", b"this is not audio at all\n", "not readable as audio"),
+    ("notes.txt", b"hello", "unsupported format '.txt'"),
+    ("noext", b"RIFF", "unsupported format '(no extension)'"),
+])
+def test_bad_files_raise_audio_error_naming_file(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(AudioError) as e:
+        load_audio(path, SR)
+    assert reason in e.value.reason
+    assert name in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(AudioError, match="cannot read file"):
+        load_audio(tmp_path / "gone.wav", SR)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_samples_rejected(tmp_path, bad):
+    wave = tone(300)
+    wave[100] = bad
+    path = write_wav(tmp_path / "bad.wav", wave, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        load_audio(path, SR)
+
+
+def test_too_short(tmp_path):
+    path = write_wav(tmp_path / "short.wav", tone(300)[:30])
+    assert len(load_audio(path, SR, min_samples=30)) == 30
+    with pytest.raises(AudioError, match="too short"):
+        load_audio(path, SR, min_samples=64)
+
+
+def test_silence_threshold():
+    assert is_silent(np.zeros(100)) and is_silent(np.full(100, 5e-5))
+    assert not is_silent(tone(100, amp=0.01))
+
+
+def test_fit_length_crops_and_pads():
+    x = np.arange(5, dtype=np.float32)
+    assert fit_length(x, 3).tolist() == [0, 1, 2]
+    assert fit_length(x, 7).tolist() == [0, 1, 2, 3, 4, 0, 0]
+
+
+def test_windows_all_and_first():
+    x = np.arange(1000, dtype=np.float32)
+    wins = windows(x, 300, "all")  # 3.33 windows -> 3 (the 100-sample tail is under half a window)
+    assert [o for o, _ in wins] == [0, 300, 600]
+    assert all(w.shape == (300,) for _, w in wins)
+    np.testing.assert_array_equal(wins[1][1], x[300:600])
+    wins = windows(x, 400, "all")  # 2.5 windows -> 3, the last zero-padded
+    assert len(wins) == 3 and wins[2][1][199] == 999 and wins[2][1][200] == 0
+    assert [o for o, _ in windows(x, 300, "first")] == [0]
+    (_, short), = windows(x[:10], 300, "all")
+    assert short.shape == (300,) and short[10:].max() == 0
+
+
+def test_save_wav_clips_and_round_trips(tmp_path):
+    wave = np.array([0.0, 0.5, -0.5, 2.0, np.nan], np.float32)
+    path = save_wav(tmp_path / "sub" / "x.wav", wave, SR)
+    back, sr = sf.read(str(path), dtype="float32")
+    assert sr == SR and sf.info(str(path)).subtype == "PCM_16"
+    np.testing.assert_allclose(back, [0.0, 0.5, -0.5, 1.0, 0.0], atol=1e-4)

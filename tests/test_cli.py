@@ -1,0 +1,158 @@
+"""The command line, `python -m vae <verb>` (vae.cli), run in-process except for one subprocess check."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+from conftest import ROOT, SR, tone, write_wav
+
+from vae.checkpoint import load_checkpoint
+from vae.cli import main
+
+TINY_ARGS = ["--sample-rate", "8000", "--duration", "0.254", "--n-fft", "64", "--hop", "32"]
+VERBS = ["preprocess", "train", "reconstruct", "sample", "evaluate"]
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigint_handler():
+    """`train` installs a Ctrl-C handler; give pytest its own back afterwards."""
+    old = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def _error_line(err: str) -> str:
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    assert sum(ln.startswith("error: ") for ln in lines) == 1 and "Traceback" not in err
+    assert lines[-1].startswith("error: ")
+    return lines[-1]
+
+
+@pytest.mark.parametrize("verb", [*VERBS, None])
+def test_help(verb, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--help"] if verb else ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m vae" in out
+    if verb is None:
+        assert all(v in out for v in VERBS)
+
+
+@pytest.fixture(scope="module")
+def cli_run(fsdd_dir, tmp_path_factory):
+    """preprocess + train through the CLI; returns (store dir, checkpoint dir)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(["preprocess", "--input", str(fsdd_dir), "--output", str(tmp / "store"), *TINY_ARGS]) == 0
+        assert main(["train", "--data", str(tmp / "store"), "--output", str(tmp / "ck"), "--epochs", "2",
+                     "--batch-size", "8", "--latent-dim", "4", "--device", "cpu", "--seed", "1"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, old)
+    return tmp / "store", tmp / "ck"
+
+
+def test_preprocess_and_train(cli_run, fsdd_dir, capsys):
+    store, ck = cli_run
+    assert (store / "spectrograms.npy").is_file()
+    loaded = load_checkpoint(ck)
+    assert loaded.spec.shape == (32, 64) and loaded.model_cfg.latent_dim == 4 and loaded.meta["epoch"] >= 1
+    assert (ck / "last" / "training_state.pt").is_file()
+    # same parameters again: reused
+    assert main(["preprocess", "--input", str(fsdd_dir), "--output", str(store), *TINY_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "36 clips from 36 files" in out and "reused" in out
+
+
+def test_train_resume(cli_run, tmp_path, capsys):
+    store, _ = cli_run
+    base = ["train", "--data", str(store), "--output", str(tmp_path), "--batch-size", "8", "--latent-dim", "4",
+            "--device", "cpu"]
+    assert main([*base, "--epochs", "1"]) == 0
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "epoch 1/1: train loss" in text and "epoch 2/2: train loss" in text and "done:" in text
+    assert load_checkpoint(tmp_path / "last").meta["epoch"] == 2
+
+
+def test_reconstruct(cli_run, tmp_path, capsys):
+    _, ck = cli_run
+    src = tmp_path / "in"
+    write_wav(src / "a.wav", tone(440, dur=0.5))
+    write_wav(src / "b.wav", tone(880, dur=0.2))
+    (src / "c.wav").write_bytes(b"")
+    code = main(["reconstruct", "--checkpoint", str(ck), "--input", str(src), "--output", str(tmp_path / "out"),
+                 "--griffinlim-iters", "4"])
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav", "b.wav"]
+    info = sf.info(str(tmp_path / "out" / "a.wav"))
+    assert info.samplerate == SR and info.frames == 4000
+    captured = capsys.readouterr()
+    assert "1 files skipped" in captured.out and "empty file" in captured.err
+
+
+def test_sample(cli_run, tmp_path):
+    _, ck = cli_run
+    args = ["sample", "--checkpoint", str(ck), "--count", "2", "--seed", "5", "--phase", "zero"]
+    assert main([*args, "--output", str(tmp_path / "a")]) == 0
+    assert main([*args, "--output", str(tmp_path / "b")]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["sample_000.wav", "sample_001.wav"]
+    a, sr = sf.read(str(tmp_path / "a" / names[0]))
+    b, _ = sf.read(str(tmp_path / "b" / names[0]))
+    assert sr == SR and len(a) == 2032 and (a == b).all()  # same seed, same sound
+
+
+def _last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.filterwarnings("ignore:Not enough STFT frames:RuntimeWarning")  # pystoi on a 0.3 s clip
+def test_evaluate_store_and_folder(cli_run, fsdd_dir, capsys):
+    store, ck = cli_run
+    assert main(["evaluate", "--checkpoint", str(ck), "--input", str(store), "--no-stoi",
+                 "--griffinlim-iters", "4"]) == 0
+    result = _last_json(capsys.readouterr().out)
+    assert {"spectrogram_mse", "lsd_db", "spectral_convergence"} <= set(result)
+    assert result["split"] == "test" and result["n_files"] == 12 and "stoi" not in result
+    assert 0 < result["spectrogram_mse"] < 0.2 and result["lsd_db"] > 0
+    assert main(["evaluate", "--checkpoint", str(ck), "--input", str(fsdd_dir / "1_bob_0.wav"),
+                 "--phase", "zero"]) == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["n_files"] == 1 and result["phase"] == "zero" and "stoi" in result
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["preprocess", "--input", "{tmp}/missing", "--output", "{tmp}/s"], "does not exist"),
+    (["preprocess", "--input", "{tmp}", "--output", "{tmp}/s", "--duration", "-1"], "duration"),
+    (["preprocess", "--input", "{tmp}", "--output", "{tmp}/s", "--hop", "999"], "hop_length"),
+    (["preprocess", "--input", "{tmp}", "--output", "{tmp}/s"], "no audio files"),
+    (["train", "--data", "{tmp}", "--output", "{tmp}/ck"], "not a dataset store"),
+    (["train", "--data", "{store}", "--output", "{tmp}/ck", "--device", "cuda:7"], "not available"),
+    (["train", "--data", "{store}", "--output", "{tmp}/ck", "--latent-dim", "0"], "latent_dim"),
+    (["train", "--data", "{store}", "--output", "{tmp}/ck", "--resume"], "no config.json"),
+    (["reconstruct", "--checkpoint", "{tmp}", "--input", "{tmp}", "--output", "{tmp}/o"], "not a checkpoint"),
+    (["sample", "--checkpoint", "{ck}", "--output", "{tmp}/o", "--count", "0"], "--count"),
+    (["evaluate", "--checkpoint", "{ck}", "--input", "{tmp}/nothing"], "does not exist"),
+])
+def test_bad_input_exits_nonzero_with_one_error_line(cli_run, tmp_path, capsys, monkeypatch, args, match):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    store, ck = cli_run
+    argv = [a.format(tmp=tmp_path, store=store, ck=ck) for a in args]
+    assert main(argv) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert match in line
+
+
+def test_subprocess_entry_point(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "vae", "preprocess", "--input", str(tmp_path / "none"),
+                          "--output", str(tmp_path / "s")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert _error_line(run.stderr) == f"error: input {tmp_path / 'none'} does not exist"
