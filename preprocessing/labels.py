@@ -12,6 +12,7 @@ so every window of one file lands in the same split.
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ class ClipLabel:
     label: str | None
     speaker: str | None = None
     take: int | None = None
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` as posix text, without following symbolic links (a folder of
+    links to audio stored elsewhere is a valid input)."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root))).as_posix()
 
 
 def parse_label(path: Path, root: Path) -> ClipLabel:
@@ -51,8 +58,7 @@ def assign_splits(paths: list[Path], labels: list[ClipLabel], root: Path,
             others.append(i)
     if len(others) >= 2:
         n_test = max(1, round(test_fraction * len(others)))
-        base = root.resolve()  # paths may be relative (a list of files) while root is absolute
-        key = {i: zlib.crc32(paths[i].resolve().relative_to(base).as_posix().encode()) for i in others}
+        key = {i: zlib.crc32(relative_name(paths[i], root).encode()) for i in others}
         for i in sorted(others, key=lambda i: key[i])[:n_test]:
             splits[i] = "test"
     return splits

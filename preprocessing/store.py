@@ -31,7 +31,7 @@ import torch
 
 from .audio import AudioError, is_audio_path, is_silent, load_audio, peak, windows
 from .config import SpectrogramConfig
-from .labels import ClipLabel, assign_splits, parse_label
+from .labels import ClipLabel, assign_splits, parse_label, relative_name
 from .spectrogram import db_range, log_spectrogram
 
 STORE_VERSION = 1
@@ -145,7 +145,7 @@ def find_audio(inputs: str | Path | Sequence[str | Path]) -> tuple[Path, list[Pa
         missing = [Skipped(str(p), "file not found") for p in given if not p.is_file()]
         if not files:
             raise PreprocessError(f"none of the {len(given)} input files exist (e.g. {given[0]})")
-        root = Path(os.path.commonpath([p.resolve().parent for p in files]))
+        root = Path(os.path.commonpath([Path(os.path.abspath(p)).parent for p in files]))
     audio = [p for p in files if is_audio_path(p)]
     skipped = [Skipped(str(p), f"unsupported format {p.suffix or '(no extension)'!r}")
                for p in files if not is_audio_path(p)]
@@ -163,7 +163,7 @@ def fingerprint(cfg: SpectrogramConfig, root: Path, files: list[Path], test_frac
     h.update(json.dumps(params, sort_keys=True).encode())
     for p in files:
         st = p.stat()
-        h.update(f"{p.resolve().relative_to(root.resolve())}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{relative_name(p, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -230,7 +230,7 @@ def _analyse(root: Path, files: list[Path], cfg: SpectrogramConfig, raw_path: Pa
     n_silent = 0
     with open(raw_path, "wb") as raw:
         for k, (path, lab, split) in enumerate(zip(files, labels, splits)):
-            rel = path.resolve().relative_to(root.resolve()).as_posix()
+            rel = relative_name(path, root)
             try:
                 wave = load_audio(path, cfg.sample_rate, min_samples=cfg.n_fft)
                 if is_silent(wave):

@@ -7,6 +7,7 @@ live plots. One loop serves both. Checkpoints: ``output/last`` every epoch (and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -162,7 +163,8 @@ def train(
         last = read_config(output / "last")
         ck = load_checkpoint(output / "last")
         model_cfg, arch = ck.model_cfg, ck.meta.get("arch", arch)
-        train_cfg = ck.train_cfg.replace(**overrides)
+        # a time limit belongs to the run that set it: a resumed run has none unless given again
+        train_cfg = dataclasses.replace(ck.train_cfg, time_limit_s=None).replace(**overrides)
         state = load_training_state(output / "last")
         history = last["meta"].get("history", [])
         if ck.spec.shape != store.config.shape:

@@ -1,0 +1,187 @@
+"""Named dataset stores in a workspace folder, for the app: list, build, summarise, listen.
+
+Stores live in ``<data dir>/stores/<name>``; uploaded audio is kept in ``<data dir>/uploads/<name>``
+so a store's clips can still be played from their source files later.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AudioError, fit_length, load_audio
+from .config import NORMALISATIONS, PRESETS, WINDOWINGS, ConfigError, SpectrogramConfig, preset
+from .spectrogram import denormalise, to_audio
+from .store import PreprocessError, Store, StoreSummary, build_store
+from .uploads import DEFAULT_LIMITS, UploadLimits, stage_uploads
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+APP_PRESETS = ("digits", "music")  # the presets offered in the app (the study's are CLI-only)
+
+
+def check_name(name: str, what: str = "store") -> str:
+    """A safe folder name (letters, digits, ``_.-``; no path separators), or :class:`ConfigError`."""
+    name = (name or "").strip()
+    if not NAME_RE.match(name) or name in (".", ".."):
+        raise ConfigError(f"{what} name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
+                          "starting with a letter or digit")
+    return name
+
+
+def list_stores(root: str | Path) -> list[Path]:
+    """Store directories directly under ``root`` (those with config.json and manifest.json), by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and (p / "config.json").is_file() and (p / "manifest.json").is_file())
+
+
+def preset_fields(name: str) -> dict[str, object]:
+    """The editable parameters of a preset, as the Dataset form shows them."""
+    cfg = preset(name)
+    return {"sample_rate": cfg.sample_rate, "duration": cfg.duration, "n_fft": cfg.n_fft,
+            "hop_length": cfg.hop_length, "normalisation": cfg.normalisation, "windowing": cfg.windowing}
+
+
+def spectrogram_config(preset_name: str, sample_rate: float | None = None, duration: float | None = None,
+                       n_fft: float | None = None, hop_length: float | None = None,
+                       normalisation: str | None = None, windowing: str | None = None) -> SpectrogramConfig:
+    """The preset with the form's values applied and checked (raises :class:`ConfigError`)."""
+    if preset_name not in PRESETS:
+        raise ConfigError(f"unknown preset {preset_name!r}; choose one of {list(APP_PRESETS)}")
+    if normalisation is not None and normalisation not in NORMALISATIONS:
+        raise ConfigError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    if windowing is not None and windowing not in WINDOWINGS:
+        raise ConfigError(f"windowing must be one of {WINDOWINGS}, got {windowing!r}")
+
+    def as_int(v: float | None, what: str) -> int | None:
+        if v is None:
+            return None
+        if float(v) != int(v):
+            raise ConfigError(f"{what} must be a whole number, got {v}")
+        return int(v)
+
+    return preset(preset_name).replace(
+        sample_rate=as_int(sample_rate, "sample rate"), duration=float(duration) if duration is not None else None,
+        n_fft=as_int(n_fft, "frame (n_fft)"), hop_length=as_int(hop_length, "hop"),
+        normalisation=normalisation, windowing=windowing,
+    )
+
+
+def build_named_store(
+    stores_dir: str | Path, name: str, cfg: SpectrogramConfig, *, folder: str | Path | None = None,
+    uploads: Sequence[str | Path] | None = None, uploads_dir: str | Path | None = None,
+    progress: Callable[[int, int, str], None] | None = None, limits: UploadLimits = DEFAULT_LIMITS,
+) -> tuple[StoreSummary, list[tuple[str, str]]]:
+    """Build the store ``stores_dir/name`` from a server folder or from uploaded files/zips.
+
+    Exactly one of ``folder`` and ``uploads`` is used. Uploads are staged (bounded, zip-safe) into
+    ``uploads_dir/name``. Returns ``(summary, refused uploads)``; raises :class:`ConfigError`,
+    :class:`~preprocessing.uploads.UploadError` or :class:`PreprocessError` with a readable message.
+    """
+    name = check_name(name)
+    out = Path(stores_dir) / name
+    refused: list[tuple[str, str]] = []
+    if uploads:
+        if uploads_dir is None:
+            raise ConfigError("uploads_dir is needed to keep uploaded audio")
+        staged = Path(uploads_dir) / name
+        if staged.exists():
+            shutil.rmtree(staged)
+        source, refused = stage_uploads(list(uploads), staged, limits)
+    elif folder:
+        source = Path(str(folder).strip()).expanduser()
+        if not source.exists():
+            raise PreprocessError(f"folder {source} does not exist on the server")
+        if not source.is_dir():
+            raise PreprocessError(f"{source} is not a folder")
+    else:
+        raise PreprocessError("choose a source: a folder on the server, or upload audio files or a zip")
+    summary = build_store(source, out, cfg, progress=progress)
+    return summary, refused
+
+
+def summary_tables(summary: StoreSummary,
+                   refused: Sequence[tuple[str, str]] = ()) -> tuple[str, list[list[object]], list[list[str]]]:
+    """(headline markdown, rows [label, train, test, total], rows [file, reason]) for the summary view."""
+    rows: list[list[object]] = []
+    for label, counts in sorted(summary.per_label.items()):
+        tr, te = counts.get("train", 0), counts.get("test", 0)
+        rows.append([label, tr, te, tr + te])
+    n_train = sum(r[1] for r in rows)
+    n_test = sum(r[2] for r in rows)
+    rows.append(["all", n_train, n_test, n_train + n_test])
+    skipped = [[Path(s.path).name, s.reason] for s in summary.skipped] + [[n, r] for n, r in refused]
+    minutes = summary.duration_s / 60
+    head = (f"**{summary.n_clips} clips** from {summary.n_files} files, {minutes:.1f} min in total "
+            f"({summary.duration_s:.0f} s); spectrograms {summary.shape[0]} frequency bins x "
+            f"{summary.shape[1]} frames." + (" Reused an identical existing store." if summary.reused else ""))
+    if summary.silent_windows:
+        head += f" {summary.silent_windows} silent windows left out."
+    head += f" {len(skipped)} files skipped." if skipped else " No files skipped."
+    return head, rows, skipped
+
+
+def example_indices(store: Store, n: int = 4, seed: int = 0) -> list[int]:
+    """Up to ``n`` clip indices, one per label first (test split preferred), deterministic."""
+    rng = np.random.default_rng(seed)
+    pool = store.indices("test") or store.indices()
+    by_label: dict[str | None, list[int]] = {}
+    for i in pool:
+        by_label.setdefault(store.clips[i]["label"], []).append(i)
+    picked: list[int] = []
+    for label in sorted(by_label, key=lambda x: (x is None, str(x))):
+        if len(picked) >= n:
+            break
+        picked.append(int(rng.choice(by_label[label])))
+    rest = [i for i in pool if i not in set(picked)]
+    while len(picked) < min(n, len(pool)) and rest:
+        picked.append(rest.pop(int(rng.integers(len(rest)))))
+    return picked
+
+
+def clip_db(store: Store, index: int) -> tuple[np.ndarray, float, float]:
+    """The stored spectrogram of clip ``index`` in dB (F, T), with its (lo, hi) dB range."""
+    c = store.clips[index]
+    lo, hi = float(c["lo"]), float(c["hi"])
+    return denormalise(torch.from_numpy(np.array(store.specs[index], dtype=np.float32)), lo, hi).numpy(), lo, hi
+
+
+def clip_audio(store: Store, index: int, n_iter: int = 32) -> tuple[np.ndarray, int, bool]:
+    """The audio of clip ``index``: ``(wave (n_samples,), sample_rate, from_source)``.
+
+    Read from its source file (at the window's offset) when that file still exists; otherwise
+    resynthesised from the stored spectrogram with Griffin-Lim (``from_source`` is then False).
+    """
+    if not 0 <= index < len(store):
+        raise PreprocessError(f"clip {index} does not exist: the store has {len(store)} clips (0..{len(store) - 1})")
+    cfg, c = store.config, store.clips[index]
+    source = Path(store.meta.get("input", "")) / c["source"]
+    if source.is_file():
+        try:
+            wave = load_audio(source, cfg.sample_rate)
+            start = round(float(c["offset"]) * cfg.sample_rate)
+            wave = fit_length(wave[start:], cfg.n_samples) * float(c.get("gain", 1.0))
+            return wave.astype(np.float32), cfg.sample_rate, True
+        except AudioError:
+            pass  # fall back to the spectrogram
+    db, _, _ = clip_db(store, index)
+    wave = to_audio(torch.from_numpy(db), cfg, phase="griffinlim", n_iter=n_iter).numpy()
+    return wave.astype(np.float32), cfg.sample_rate, False
+
+
+def clip_choices(store: Store, limit: int = 2000) -> list[tuple[str, int]]:
+    """(display name, index) for a clip picker: test clips first, then training clips; at most ``limit``."""
+    order = store.indices("test") + store.indices("train")
+    out = []
+    for i in order[:limit]:
+        c = store.clips[i]
+        label = f" [{c['label']}]" if c["label"] is not None else ""
+        out.append((f"{store.clip_name(i)}{label} ({c['split']})", i))
+    return out

@@ -1,0 +1,321 @@
+"""Library code behind the app callbacks: named stores, the workspace, clip sources, comparison,
+and the callbacks that the HTTP tests cannot reach (map picking, error wrapping, FSDD download)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from app_helpers import make_workspace
+from conftest import TINY, digit_sound, write_wav
+
+from preprocessing.audio import AudioError
+from preprocessing.config import ConfigError
+from preprocessing.store import PreprocessError, Store
+from preprocessing.stores import (
+    build_named_store,
+    check_name,
+    clip_audio,
+    clip_choices,
+    clip_db,
+    example_indices,
+    list_stores,
+    preset_fields,
+    spectrogram_config,
+    summary_tables,
+)
+from vae import clips, explore
+from vae.checkpoint import CheckpointError
+from vae.compare import compare
+from vae.workspace import Workspace
+
+# ---------------------------------------------------------------------------- preprocessing.stores
+
+
+@pytest.mark.parametrize("name", ["digits", "a.b-c_1", "9"])
+def test_check_name_accepts(name):
+    assert check_name(f" {name} ") == name
+
+
+@pytest.mark.parametrize("name", ["", "..", "../x", "a/b", ".hidden", "x" * 65, "a b"])
+def test_check_name_refuses(name):
+    with pytest.raises(ConfigError, match="not allowed"):
+        check_name(name)
+
+
+def test_spectrogram_config_from_form():
+    cfg = spectrogram_config("music", 16000, 1.0, 512.0, 128, "clip", "first")
+    assert (cfg.sample_rate, cfg.duration, cfg.n_fft, cfg.hop_length) == (16000, 1.0, 512, 128)
+    assert (cfg.normalisation, cfg.windowing) == ("clip", "first")
+    assert spectrogram_config("digits") == spectrogram_config("digits", **{k: None for k in preset_fields("digits")})
+    for args, msg in [(("nope",), "unknown preset"), (("digits", 8000.5), "whole number"),
+                      (("digits", None, None, 64, 128), "hop_length"),
+                      (("digits", None, None, None, None, "x"), "norm"),
+                      (("digits", None, None, None, None, None, "x"), "windowing")]:
+        with pytest.raises(ConfigError, match=msg):
+            spectrogram_config(*args)
+
+
+def test_build_named_store_from_folder_and_uploads(tmp_path, fsdd_dir):
+    summary, refused = build_named_store(tmp_path / "stores", "f", TINY, folder=fsdd_dir)
+    assert summary.n_clips == 36 and refused == []
+    files = [fsdd_dir / "0_alice_0.wav", fsdd_dir / "1_bob_6.wav"]
+    txt = tmp_path / "x.txt"
+    txt.write_text("x")
+    summary, refused = build_named_store(tmp_path / "stores", "u", TINY, uploads=[*files, txt],
+                                         uploads_dir=tmp_path / "uploads")
+    assert summary.n_clips == 2 and refused == [("x.txt", "not an audio file or zip (.txt)")]
+    assert (tmp_path / "uploads" / "u" / "0_alice_0.wav").is_file()
+    assert [p.name for p in list_stores(tmp_path / "stores")] == ["f", "u"]
+    assert list_stores(tmp_path / "nothing") == []
+
+
+def test_build_named_store_from_a_folder_of_symlinks(tmp_path, fsdd_dir):
+    links = tmp_path / "links"
+    links.mkdir()
+    for f in sorted(fsdd_dir.glob("*.wav"))[:6]:
+        (links / f.name).symlink_to(f)
+    summary, _ = build_named_store(tmp_path / "stores", "l", TINY, folder=links)
+    assert summary.n_clips == 6
+    store = Store(tmp_path / "stores" / "l")
+    assert store.clips[0]["source"] == sorted(p.name for p in links.iterdir())[0]
+    assert clip_audio(store, 0)[2]  # playable from its source (the link)
+
+
+def test_build_named_store_errors(tmp_path, fsdd_dir):
+    for kw, msg in [({"folder": tmp_path / "nope"}, "does not exist"), ({}, "choose a source"),
+                    ({"folder": fsdd_dir / "0_alice_0.wav"}, "not a folder")]:
+        with pytest.raises(PreprocessError, match=msg):
+            build_named_store(tmp_path, "s", TINY, **kw)
+    with pytest.raises(ConfigError, match="not allowed"):
+        build_named_store(tmp_path, "../s", TINY, folder=fsdd_dir)
+
+
+def test_summary_tables(tiny_store):
+    s = tiny_store.summary()
+    head, rows, skipped = summary_tables(s, [("a.zip:x.txt", "not audio")])
+    assert "36 clips" in head and "1 files skipped" in head
+    assert rows[-1] == ["all", 24, 12, 36] and rows[0] == ["0", 8, 4, 12]
+    assert skipped == [["a.zip:x.txt", "not audio"]]
+
+
+def test_examples_clip_audio_and_choices(tiny_store, tmp_path):
+    idx = example_indices(tiny_store, 4)
+    assert len(idx) == 4 and len(set(idx)) == 4
+    assert {tiny_store.clips[i]["label"] for i in idx[:3]} == {"0", "1", "2"}
+    assert all(tiny_store.clips[i]["split"] == "test" for i in idx)
+    db, lo, hi = clip_db(tiny_store, idx[0])
+    assert db.shape == TINY.shape and lo <= db.min() and db.max() <= hi + 1e-4
+    wave, sr, from_source = clip_audio(tiny_store, idx[0])
+    assert wave.shape == (TINY.n_samples,) and sr == TINY.sample_rate and from_source
+    assert np.abs(wave).max() == pytest.approx(1.0, abs=0.05)  # peak-normalised as analysed
+    with pytest.raises(PreprocessError, match="does not exist"):
+        clip_audio(tiny_store, len(tiny_store))
+    choices = clip_choices(tiny_store, limit=5)
+    assert len(choices) == 5 and "(test)" in choices[0][0] and isinstance(choices[0][1], int)
+
+
+def test_clip_audio_falls_back_to_the_spectrogram(tiny_store, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_store.path, copy)
+    cfg = copy / "config.json"
+    cfg.write_text(cfg.read_text().replace(str(tiny_store.meta["input"]), "/gone/away"))
+    wave, _, from_source = clip_audio(Store(copy), 0, n_iter=2)
+    assert not from_source and wave.shape == (TINY.n_samples,) and np.isfinite(wave).all()
+
+
+# ---------------------------------------------------------------------------- vae.workspace
+
+
+def test_workspace_lists_and_defaults(tmp_path, fsdd_dir, trained):
+    ws = make_workspace(tmp_path, fsdd_dir, trained[0])
+    assert ws.default_checkpoint() == str(ws.checkpoints_dir / "digits")
+    assert [label for label, _ in ws.checkpoints()] == ["digits (shipped)"]
+    assert ws.examples()[0][0] == "digits/0_alice_0.wav"
+    assert ws.default_example(ws.default_checkpoint()).endswith("0_alice_0.wav")
+    assert any("No dataset store" in n for n in ws.missing())
+    assert not any("No trained model" in n for n in ws.missing())
+    ck = ws.load(ws.default_checkpoint())
+    assert ws.load(ws.default_checkpoint()) is ck  # cached
+    assert ws.latent_stats(ws.default_checkpoint()) is not None
+    run = ws.new_run_dir("r1")
+    (run / "last").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="already exists"):
+        ws.new_run_dir("r1")
+    with pytest.raises(ConfigError):
+        ws.new_run_dir("../x")
+
+
+def test_fresh_workspace_says_what_is_missing(tmp_path):
+    ws = Workspace.at(tmp_path / "data", tmp_path)
+    assert ws.runs_dir == tmp_path / "data" / "runs"
+    assert Workspace.at(None, tmp_path).runs_dir == tmp_path / "runs"
+    assert ws.default_checkpoint() is None and ws.examples() == [] and ws.default_example(None) is None
+    notes = " ".join(ws.missing())
+    assert "No trained model yet" in notes and "checkpoints/digits" in notes and "Download FSDD" in notes
+    with pytest.raises(CheckpointError, match="no model selected"):
+        ws.load(None)
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        ws.load(tmp_path)
+
+
+def test_workspace_wav_files(tmp_path):
+    ws = Workspace.at(tmp_path / "d", tmp_path)
+    path = ws.wav(np.full(800, 2.0, np.float32), 8000, "a/../b c")
+    assert Path(path).name == "a_.._b_c.wav" and Path(path).parent.parent == ws.audio_dir
+    import soundfile as sf
+
+    data, sr = sf.read(path)
+    assert sr == 8000 and len(data) == 800 and data.max() <= 1.0  # clipped, not wrapped
+    for k in range(405):
+        ws.wav(np.zeros(10, np.float32), 8000, f"x{k}")
+    assert len(list(ws.audio_dir.iterdir())) <= 400
+
+
+# ---------------------------------------------------------------------------- vae.clips
+
+
+def test_clip_sources(tiny_store, fsdd_dir, tmp_path):
+    c = clips.from_store(tiny_store, 0, 16000)
+    assert c.sample_rate == 16000 and len(c.wave) == 2 * TINY.n_samples and c.name == tiny_store.clip_name(0)
+    i = clips.random_index(tiny_store, seed=1)
+    assert tiny_store.clips[i]["split"] == "test" and i == clips.random_index(tiny_store, seed=1)
+    f = clips.from_file(fsdd_dir / "1_bob_5.wav", 8000)
+    assert f.duration == pytest.approx(0.3) and f.name == "1_bob_5.wav"
+    long = write_wav(tmp_path / "long.wav", np.tile(digit_sound(0, 0, 0), 20))
+    assert clips.from_file(long, 8000, max_seconds=1.0).note == "cut to the first 1 s"
+    with pytest.raises(AudioError, match="no audio given"):
+        clips.from_file(None, 8000)
+    rec = clips.from_array(16000, (np.ones((1600, 2)) * 16384).astype(np.int16), 8000)
+    assert len(rec.wave) == 800 and np.median(rec.wave) == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(AudioError, match="empty"):
+        clips.from_array(8000, np.zeros(0), 8000)
+    with pytest.raises(AudioError, match="NaN"):
+        clips.from_array(8000, np.array([np.nan, 0.0]), 8000)
+
+
+# ---------------------------------------------------------------------------- vae.compare
+
+
+def test_compare_shares_the_colour_scale_and_measures(tiny_ckpt):
+    wave = np.concatenate([digit_sound(1, 0, 0), digit_sound(0, 1, 0)])  # 0.6 s: three windows
+    clip = clips.Clip(wave, TINY.sample_rate, "two")
+    c = compare(tiny_ckpt, clip, "griffinlim", 2)
+    assert len(c.original) == len(c.reconstruction) == len(c.phase_only) == len(wave)
+    assert c.original_db.shape == c.reconstruction_db.shape == (TINY.n_freq, c.n_windows * TINY.n_frames)
+    assert c.vmin == pytest.approx(30.0 - TINY.top_db) and c.vmax == pytest.approx(30.0)
+    assert c.lsd_db > 0 and c.spectral_convergence > 0 and c.phase_only_lsd_db >= 0
+    assert c.phase_only_lsd_db < c.lsd_db  # an untrained model is worse than phase recovery alone
+    assert "log-spectral distance" in c.metrics_markdown() and "2 Griffin-Lim" in c.metrics_markdown()
+    z = compare(tiny_ckpt, clip, "zero")
+    assert z.n_iter is None and "zero phase" in z.metrics_markdown()
+
+
+def test_compare_errors(tiny_ckpt):
+    ok = clips.Clip(digit_sound(0, 0, 0), TINY.sample_rate, "c")
+    for clip, kw, msg in [(clips.Clip(ok.wave, 16000, "c"), {}, "Hz"), (ok, {"phase": "x"}, "unknown phase"),
+                          (ok, {"n_iter": 0}, "at least 1"), (clips.Clip(ok.wave[:10], 8000, "c"), {}, "shorter")]:
+        with pytest.raises(ValueError, match=msg):
+            compare(tiny_ckpt, clip, **kw)
+
+
+# ---------------------------------------------------------------------------- app callbacks
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, fsdd_dir, trained):
+    from app import StudioApp
+
+    ws = make_workspace(tmp_path_factory.mktemp("studio"), fsdd_dir, trained[0])
+    return StudioApp(ws)
+
+
+def test_friendly_turns_errors_into_messages():
+    from app import friendly
+
+    def user():
+        raise ConfigError("bad parameter")
+
+    def bug():
+        raise KeyError("x")
+
+    with pytest.raises(gr.Error, match="bad parameter"):
+        friendly(user)()
+    with pytest.raises(gr.Error, match=r"Something went wrong \(KeyError"):
+        friendly(bug)()
+
+
+def test_pick_on_map_loads_the_clicked_clip(studio):
+    ck = studio.initial_checkpoint
+    _, state, _ = studio.draw_map(ck, "")
+    m, geom = state["map"], state["axes"]
+    px, py = geom.to_pixels(m.xy)[4]
+    out = studio.pick_on_map(ck, state, "griffinlim", 2, gr.SelectData(None, {"index": [px, py], "value": None}))
+    n = len([s for s in out[:6] if s.get("visible")])
+    values, _ = explore.to_sliders(studio.ws.latent_stats(ck), m.codes[4], n)
+    assert [s["value"] for s in out[:n]] == pytest.approx(values)
+    assert out[10].endswith(")") or m.names[4] in out[10]
+    assert out[9].shape[2] == 3  # the map redrawn with the pick highlighted
+    with pytest.warns(UserWarning, match="No clip there"):
+        missed = studio.pick_on_map(ck, state, "griffinlim", 2,
+                                    gr.SelectData(None, {"index": [0, 0], "value": None}))
+    assert len(missed) == 12
+    with pytest.raises(ValueError, match="draw the map"):
+        studio.pick_on_map(ck, None, "griffinlim", 2, gr.SelectData(None, {"index": [0, 0], "value": None}))
+
+
+def test_explore_move_tolerates_state_from_another_model(studio):
+    ck = studio.initial_checkpoint
+    img, wav = studio.explore_move(ck, [0.0] * 99, 0.5, 0, 0, 0, 0, 0, "griffinlim", 2)
+    assert img.shape[2] == 3 and Path(wav).is_file()
+
+
+def test_download_fsdd_not_available_yet(studio, monkeypatch):
+    monkeypatch.setitem(sys.modules, "preprocessing.download", None)  # import fails
+    with pytest.raises(gr.Error, match="not available"):
+        studio.download_fsdd(progress=lambda *a, **k: None)
+
+
+def test_download_fsdd_offline_error_is_a_message(studio, monkeypatch):
+    mod = types.ModuleType("preprocessing.download")
+
+    class DownloadError(Exception):
+        pass
+
+    def download_fsdd(dest_dir, url=None, progress=None):
+        progress(1, 10, "downloading")
+        raise DownloadError("cannot reach github.com: no network")
+
+    mod.DownloadError, mod.download_fsdd = DownloadError, download_fsdd
+    monkeypatch.setitem(sys.modules, "preprocessing.download", mod)
+    with pytest.raises(gr.Error, match="no network"):
+        studio.download_fsdd(progress=lambda *a, **k: None)
+
+
+def test_download_fsdd_then_preprocess(studio, monkeypatch, fsdd_dir):
+    mod = types.ModuleType("preprocessing.download")
+    mod.DownloadError = type("DownloadError", (Exception,), {})
+    mod.download_fsdd = lambda dest_dir, url=None, progress=None: fsdd_dir
+    monkeypatch.setitem(sys.modules, "preprocessing.download", mod)
+    monkeypatch.setattr("app.preset", lambda name: TINY)  # the real digits preset is slower; same code path
+    out = studio.download_fsdd(progress=lambda *a, **k: None)
+    assert "fsdd-digits" in out[0] and "36 clips" in out[0]
+    assert (studio.ws.stores_dir / "fsdd-digits" / "config.json").is_file()
+
+
+def test_poll_skips_when_nothing_changed(studio):
+    first = studio.poll_training(-1, -1)
+    assert "No training job" in first[0]
+    again = studio.poll_training(first[-2], first[-1])
+    assert all(isinstance(x, dict) and x.get("__type__") == "update" for x in again)
+
+
+def test_torch_untouched_by_import():
+    assert torch.get_num_threads() >= 1

@@ -1,0 +1,219 @@
+"""Where the app finds and keeps things: stores, runs, shipped checkpoints, example clips.
+
+A :class:`Workspace` lists what exists *now* (pickers refresh from it without a restart), loads
+checkpoints once and keeps them (with their latent statistics), writes playable WAV files for
+downloads, and says in plain words what is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from preprocessing.audio import AUDIO_EXTENSIONS, save_wav
+from preprocessing.store import Store
+from preprocessing.stores import check_name, list_stores
+
+from .checkpoint import Checkpoint, CheckpointError, find_checkpoints, load_checkpoint, read_config
+from .latents import LatentStats, load_latent_stats
+
+SHIPPED = ("digits", "music")  # checkpoints/<name> shipped with the repository
+
+
+@dataclass
+class Workspace:
+    """The app's folders: ``data_dir`` holds ``stores/`` and ``uploads/``; runs go to ``runs_dir``."""
+
+    data_dir: Path = Path("data")
+    runs_dir: Path = Path("runs")
+    checkpoints_dir: Path = Path("checkpoints")
+    examples_dir: Path = Path("examples")
+    audio_root: Path | None = None  # where playable WAVs are written; a fresh temporary folder by default
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _wav_dirs: list[Path] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir, self.runs_dir = Path(self.data_dir), Path(self.runs_dir)
+        self.checkpoints_dir, self.examples_dir = Path(self.checkpoints_dir), Path(self.examples_dir)
+
+    @classmethod
+    def at(cls, data_dir: str | Path | None = None, root: str | Path = ".") -> Workspace:
+        """The default layout under the project ``root`` (``data/``, ``runs/``), or everything
+        app-made under ``data_dir`` (``<data_dir>/stores``, ``<data_dir>/runs``) when given."""
+        root = Path(root)
+        if data_dir is None:
+            return cls(root / "data", root / "runs", root / "checkpoints", root / "examples")
+        return cls(Path(data_dir), Path(data_dir) / "runs", root / "checkpoints", root / "examples")
+
+    @property
+    def stores_dir(self) -> Path:
+        return self.data_dir / "stores"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def audio_dir(self) -> Path:
+        # The system temp folder: Gradio serves files from there without extra configuration.
+        if self.audio_root is None:
+            self.audio_root = Path(tempfile.mkdtemp(prefix="sound-vae-audio-"))
+        return self.audio_root
+
+    # ----- listing (called on every tab visit, so it must stay cheap) -----
+
+    def stores(self) -> list[tuple[str, str]]:
+        """(name, path) of every store in ``stores_dir``."""
+        return [(p.name, str(p)) for p in list_stores(self.stores_dir)]
+
+    def open_store(self, path: str | Path) -> Store:
+        return Store(path)
+
+    def checkpoints(self) -> list[tuple[str, str]]:
+        """(display name, path) of shipped checkpoints then app-trained runs."""
+        out = []
+        for d in find_checkpoints(self.checkpoints_dir):
+            out.append((f"{d.relative_to(self.checkpoints_dir).as_posix()} (shipped)", str(d)))
+        for d in find_checkpoints(self.runs_dir):
+            out.append((f"{d.relative_to(self.runs_dir).as_posix()} (trained here{self._epoch_note(d)})", str(d)))
+        return out
+
+    @staticmethod
+    def _epoch_note(d: Path) -> str:
+        try:
+            meta = read_config(d).get("meta", {})
+            return f", epoch {meta['epoch']}" if "epoch" in meta else ""
+        except (CheckpointError, OSError):
+            return ""
+
+    def resumable_runs(self) -> list[tuple[str, str]]:
+        """(name, path) of runs with a ``last/`` state that training can resume from."""
+        if not self.runs_dir.is_dir():
+            return []
+        return [(p.name, str(p)) for p in sorted(self.runs_dir.iterdir())
+                if (p / "last" / "training_state.pt").is_file()]
+
+    def default_checkpoint(self) -> str | None:
+        """``checkpoints/digits`` when shipped, else the first checkpoint found, else None."""
+        digits = self.checkpoints_dir / "digits"
+        if (digits / "config.json").is_file() and (digits / "model.safetensors").is_file():
+            return str(digits)
+        found = self.checkpoints()
+        return found[0][1] if found else None
+
+    def examples(self) -> list[tuple[str, str]]:
+        """(name relative to examples/, path) of the example audio clips."""
+        if not self.examples_dir.is_dir():
+            return []
+        files = sorted(p for p in self.examples_dir.rglob("*")
+                       if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."))
+        return [(p.relative_to(self.examples_dir).as_posix(), str(p)) for p in files]
+
+    def default_example(self, checkpoint: str | None) -> str | None:
+        """An example clip that suits ``checkpoint`` (its name appears in the clip's path), else the first."""
+        ex = self.examples()
+        if not ex:
+            return None
+        if checkpoint:
+            key = Path(checkpoint).name.lower()
+            for name, path in ex:
+                if key in name.lower():
+                    return path
+        return ex[0][1]
+
+    def missing(self, has_model: bool = False) -> list[str]:
+        """Plain-language notes about what is not there yet and how to get it (markdown)."""
+        notes = []
+        if not has_model and not find_checkpoints(self.checkpoints_dir) and not find_checkpoints(self.runs_dir):
+            notes.append(
+                f"**No trained model yet.** The shipped models belong in `{self.checkpoints_dir}/digits` and "
+                f"`{self.checkpoints_dir}/music` and are not in this copy. Get them as the README describes, or make "
+                "one here: *Dataset* tab -> **Download FSDD** (or point it at a folder of audio), then the "
+                "*Train* tab. From a terminal: `python -m vae preprocess --preset digits --input <folder> "
+                "--output data/stores/digits` then `python -m vae train --data data/stores/digits "
+                "--output runs/digits`.")
+        if not self.examples():
+            notes.append(f"**No example clips** in `{self.examples_dir}/`: reconstruct an uploaded or recorded "
+                         "clip, or a clip from a dataset store, instead.")
+        if not self.stores():
+            notes.append(f"**No dataset store yet** in `{self.stores_dir}/`: build one in the *Dataset* tab "
+                         "(training and the store-based pickers need one; exploring a trained model does not).")
+        return notes
+
+    def new_run_dir(self, name: str) -> Path:
+        """``runs_dir/name`` for a new run; refuses names that exist (resume those instead)."""
+        name = check_name(name, "run")
+        path = self.runs_dir / name
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"a run named {name!r} already exists in {self.runs_dir}; "
+                                  "choose another name, or pick it under Resume")
+        return path
+
+    # ----- loading, cached -----
+
+    def load(self, path: str | Path | None) -> Checkpoint:
+        """The checkpoint at ``path`` on the CPU, loaded once and kept (reloaded if its weights change)."""
+        if not path:
+            raise CheckpointError("no model selected: pick a checkpoint "
+                                  "(train one in the Train tab if the list is empty)")
+        entry = self._entry(path)
+        return entry[1]
+
+    def latent_stats(self, path: str | Path) -> LatentStats | None:
+        """The checkpoint's saved latent statistics (``latents.safetensors``), or None."""
+        return self._entry(path)[2]
+
+    def _entry(self, path: str | Path) -> tuple[tuple[int, int], Checkpoint, LatentStats | None]:
+        p = Path(path)
+        weights = p / "model.safetensors"
+        latents = p / "latents.safetensors"
+        try:
+            stamp = (weights.stat().st_mtime_ns, latents.stat().st_mtime_ns if latents.exists() else 0)
+        except OSError:
+            raise CheckpointError(f"{p} is not a checkpoint (no model.safetensors); pick another model") from None
+        key = str(p.resolve())
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == stamp:
+                self._cache.move_to_end(key)
+                return hit
+        ck = load_checkpoint(p, "cpu")
+        stats = load_latent_stats(p)
+        entry = (stamp, ck, stats)
+        with self._lock:
+            self._cache[key] = entry
+            while len(self._cache) > 4:
+                self._cache.popitem(last=False)
+        return entry
+
+    # ----- audio files for players and downloads -----
+
+    def wav(self, wave: np.ndarray, sample_rate: int, name: str) -> str:
+        """Write ``wave`` as ``<audio dir>/<unique>/<name>.wav`` (16-bit) and return its path.
+
+        A file path (rather than a numpy tuple) keeps the level as it is (Gradio would normalise
+        an array by its peak) and gives downloads a meaningful name. Old files are removed so the
+        folder stays small.
+        """
+        d = self.audio_dir / uuid.uuid4().hex[:12]
+        path = save_wav(d / f"{_safe_filename(name)}.wav", np.asarray(wave, dtype=np.float32), int(sample_rate))
+        with self._lock:
+            self._wav_dirs.append(d)
+            old = self._wav_dirs[:-400]
+            del self._wav_dirs[:-400]
+        for o in old:
+            shutil.rmtree(o, ignore_errors=True)
+        return str(path)
+
+
+def _safe_filename(name: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip("._")
+    return (keep or "audio")[:80]
