@@ -93,11 +93,13 @@ def run(args: argparse.Namespace) -> dict:
         build_store(files, store, preset(preset_name))
         prep_s = time.perf_counter() - t0
         print(f"[{arm}] training {args.minutes} min ...", file=sys.stderr, flush=True)
+        load_before = os.getloadavg()[0]
         out = subprocess.run(
             [sys.executable, __file__, "--child", "--store", str(store), "--ckpt", str(ckpt), "--arch", arch,
              "--seconds", str(args.minutes * 60)], check=True, capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         r["preprocess_s"] = round(prep_s, 1)
+        r["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # other work on the machine
         r["epoch_s"] = round(r["n_train"] / r["samples_per_s"], 1) if r["samples_per_s"] else None
         ck = load_checkpoint(ckpt)
         r["params_m"] = round(sum(p.numel() for p in ck.model.parameters()) / 1e6, 2)
@@ -111,19 +113,22 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def markdown(res: dict) -> str:
+    loads = [x for r in res["arms"].values() for x in r.get("load_avg_1min", [])]
     lines = [f"Machine: {res['machine']}. Each arm trained {res['minutes_per_arm']} min wall time on "
-             f"{res['n_files']} FSDD files (test takes 0-4 held out).", "",
+             f"{res['n_files']} FSDD files (test takes 0-4 held out)."
+             + (f" 1-minute load average at the arms' start/end: {loads}." if loads else ""), "",
              "| arm | spectrogram | params (M) | s / epoch | samples/s | peak RSS (MB) | epochs in budget "
              "| val recon MSE (own space) | LSD dB (own phase) | LSD dB (Griffin-Lim) | STOI (own phase) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, r in res["arms"].items():
         e, g = r["eval_own_phase"], r.get("eval_griffinlim", r["eval_own_phase"])
+        val = "n/a (no full epoch)" if r["val_recon_mse"] is None else f"{r['val_recon_mse']:.4f}"
         epochs = str(r["epochs_completed"])
         if r["epochs_completed"] == 0:
             epochs += f" + {r['steps_last_epoch']} steps"
         lines.append(f"| {arm} | {r['shape'][0]}x{r['shape'][1]} | {r['params_m']} | {r['epoch_s']} | "
                      f"{r['samples_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {epochs} | "
-                     f"{r['val_recon_mse'] if r['val_recon_mse'] is not None else 'n/a (no full epoch)'} | "
+                     f"{val} | "
                      f"{e['lsd_db']:.2f} ({e['phase']}) | {g['lsd_db']:.2f} | {e.get('stoi', float('nan')):.3f} |")
     return "\n".join(lines) + "\n"
 
