@@ -57,7 +57,7 @@ def main() -> None:
         "## Preset", "",
         f"{s.sample_rate} Hz mono, {s.duration} s clips ({s.windowing} windows), STFT frame {s.n_fft} / hop "
         f"{s.hop_length} -> {s.n_freq} x {s.n_frames} log-magnitude spectrograms; {s.normalisation} normalisation "
-        f"(range {s.ref_db - s.top_db:.1f} .. {s.ref_db:.1f} dB)" if s.ref_db is not None else
+        f"(range {s.ref_db - s.top_db:.1f} .. {s.ref_db:.1f} dB)." if s.ref_db is not None else
         f"{s.sample_rate} Hz, {s.normalisation} normalisation", "",
         f"Sound: {s.phase} phase ({s.griffinlim_iters} Griffin-Lim iterations).", "",
         "## Architecture", "",
@@ -69,7 +69,8 @@ def main() -> None:
         "",
         "## Reproduce", "", "```bash", a.command, "```", "",
         "## Training", "",
-        f"{meta.get('epoch')} epochs, {meta.get('train_time_s')} s of training time on {a.hardware} "
+        f"{ck.train_cfg.epochs} epochs; this is the best by validation loss, after epoch {meta.get('epoch')} and "
+        f"{meta.get('train_time_s')} s of training time on {a.hardware} "
         f"(device `{meta.get('device')}`, torch {meta.get('torch')}). "
         f"Best validation loss {meta.get('best_val', 0):.4g}"
         + (f"; final epoch: train recon MSE {hist[-1]['train']['recon']:.5f}, val recon MSE "
@@ -81,8 +82,8 @@ def main() -> None:
         EVAL_BEGIN, "```json", json.dumps(result, indent=2), "```", EVAL_END, "",
         "## Latent space", "",
         (f"`latents.safetensors` holds the statistics the Explore tab uses without any dataset: the mean code, "
-         f"{len(stats.explained)} principal directions (the first {k} cover "
-         f"{float(stats.explained[:k].sum()) * 100:.0f}% of the variance and become sliders), per-label means "
+         f"{len(stats.explained)} principal directions, the leading ones being the tab's sliders (the first {k} "
+         f"cover {float(stats.explained[:k].sum()) * 100:.0f}% of the variance), per-label means "
          f"for {len(stats.label_names)} labels ({', '.join(stats.label_names)}), and {len(stats.codes)} codes for "
          f"the 2-D map.") if stats else "No latent statistics saved.", "",
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,13 +55,14 @@ class _SpecFigure:
     box (nearest-neighbour, like ``interpolation="nearest"``): about 1 ms instead of 100.
     """
 
+    MAX_FRAMES = 8  # e.g. "Original" and "Reconstruction" on one colour scale alternate without redrawing
+
     def __init__(self, ext: tuple[float, float, float, float], shape: tuple[int, int], size: tuple[float, float]):
         self.lock = threading.Lock()
-        self.frame_key: tuple | None = None
-        self.frame: np.ndarray | None = None
-        self.rows: np.ndarray | None = None  # frame row -> spectrogram row (top to bottom)
-        self.cols: np.ndarray | None = None
-        self.box = (0, 0, 0, 0)  # top, bottom, left, right of the pasted area in frame pixels
+        # (title, vmin, vmax) -> (frame (H, W, 3), frame row -> spectrogram row, frame col -> spectrogram col,
+        # (top, bottom, left, right) of the pasted area in frame pixels); most recently used last
+        self.frames: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]] = \
+            OrderedDict()
         self.fig = Figure(figsize=size, dpi=DPI, layout="constrained")
         FigureCanvasAgg(self.fig)
         self.ax = self.fig.add_subplot()
@@ -72,31 +74,35 @@ class _SpecFigure:
         self.ax.set_ylabel("frequency (Hz)")
         self.ax.spines[:].set_visible(False)  # the pasted image covers the whole axes box
 
-    def _draw_frame(self, vmin: float, vmax: float, title: str) -> None:
+    def _draw_frame(self, vmin: float, vmax: float, title: str) -> tuple:
         self.im.set_clim(vmin, vmax)
         self.ax.set_title(title, fontsize=11)
-        self.frame = _rgb(self.fig)
-        h = self.frame.shape[0]
+        frame = _rgb(self.fig)
+        h = frame.shape[0]
         bb = self.ax.get_window_extent()
         top, bottom = round(h - bb.y1), round(h - bb.y0)
         left, right = round(bb.x0), round(bb.x1)
         n_rows, n_cols = self.im.get_array().shape
         y = (np.arange(top, bottom) + 0.5 - (h - bb.y1)) / bb.height  # 0 at the top of the axes
         x = (np.arange(left, right) + 0.5 - bb.x0) / bb.width
-        self.rows = np.clip((1.0 - y) * n_rows, 0, n_rows - 1).astype(np.intp)  # origin="lower"
-        self.cols = np.clip(x * n_cols, 0, n_cols - 1).astype(np.intp)
-        self.box = (top, bottom, left, right)
+        rows = np.clip((1.0 - y) * n_rows, 0, n_rows - 1).astype(np.intp)  # origin="lower"
+        cols = np.clip(x * n_cols, 0, n_cols - 1).astype(np.intp)
+        return frame, rows, cols, (top, bottom, left, right)
 
     def render(self, db: np.ndarray, vmin: float, vmax: float, title: str) -> np.ndarray:
         with self.lock:
             key = (title, float(vmin), float(vmax))
-            if key != self.frame_key:
-                self._draw_frame(vmin, vmax, title)
-                self.frame_key = key
+            if key in self.frames:
+                self.frames.move_to_end(key)
+            else:
+                self.frames[key] = self._draw_frame(vmin, vmax, title)
+                if len(self.frames) > self.MAX_FRAMES:
+                    self.frames.popitem(last=False)
+            frame, rows, cols, (top, bottom, left, right) = self.frames[key]
+            self.im.set_clim(vmin, vmax)  # the norm below must match this frame's colour bar
             rgba = self.im.cmap(self.im.norm(db), bytes=True)  # (F, T, 4) uint8, same map and scale
-            out = self.frame.copy()
-            top, bottom, left, right = self.box
-            out[top:bottom, left:right] = rgba[np.ix_(self.rows, self.cols)][..., :3]
+            out = frame.copy()
+            out[top:bottom, left:right] = rgba[np.ix_(rows, cols)][..., :3]
             return out
 
 
