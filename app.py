@@ -468,6 +468,15 @@ def build_ui(app: StudioApp) -> gr.Blocks:
     image_out = {"type": "numpy", "interactive": False, "buttons": ["download", "fullscreen"], "format": "png",
                  "show_label": False}
 
+    def image_audio_pair(left: str, right: str) -> tuple[gr.Image, gr.Audio, gr.Image, gr.Audio]:
+        """Two columns side by side, each a spectrogram image over its player."""
+        with gr.Row():
+            with gr.Column():
+                left_img, left_aud = gr.Image(label=left, **image_out), gr.Audio(label=left, **audio_out)
+            with gr.Column():
+                right_img, right_aud = gr.Image(label=right, **image_out), gr.Audio(label=right, **audio_out)
+        return left_img, left_aud, right_img, right_aud
+
     with gr.Blocks(title="Sound VAE studio", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         notes = gr.Markdown(app.notes(), elem_id="notes")
@@ -564,13 +573,8 @@ def build_ui(app: StudioApp) -> gr.Blocks:
                                                    y_title="per-pixel MSE", **plot_args)
                             tr_klp = gr.LinePlot(empty["kl"], title="KL divergence", y_title="nats", **plot_args)
                         gr.Markdown("**Preview**: one validation clip and its reconstruction, every few epochs.")
-                        with gr.Row():
-                            with gr.Column():
-                                tr_prev_img = gr.Image(label="validation clip", **image_out)
-                                tr_prev_aud = gr.Audio(label="validation clip", **audio_out)
-                            with gr.Column():
-                                tr_prev_rimg = gr.Image(label="reconstruction", **image_out)
-                                tr_prev_raud = gr.Audio(label="reconstruction", **audio_out)
+                        tr_prev_img, tr_prev_aud, tr_prev_rimg, tr_prev_raud = image_audio_pair(
+                            "validation clip", "reconstruction")
                 tr_seen, tr_seen_prev = gr.State(-1), gr.State(-1)
                 # Polling (not a streaming generator): the job outlives any one request, so a reloaded
                 # page re-attaches by reading the manager's state on the next tick.
@@ -596,13 +600,8 @@ def build_ui(app: StudioApp) -> gr.Blocks:
                         rec_go = gr.Button("Reconstruct", variant="primary")
                     with gr.Column(scale=4):
                         rec_info = gr.Markdown()
-                        with gr.Row():
-                            with gr.Column():
-                                rec_orig_img = gr.Image(label="original", **image_out)
-                                rec_orig_aud = gr.Audio(label="original", **audio_out)
-                            with gr.Column():
-                                rec_recon_img = gr.Image(label="reconstruction", **image_out)
-                                rec_recon_aud = gr.Audio(label="reconstruction", **audio_out)
+                        rec_orig_img, rec_orig_aud, rec_recon_img, rec_recon_aud = image_audio_pair(
+                            "original", "reconstruction")
                         rec_metrics = gr.Markdown()
                         with gr.Accordion("Phase method alone (no model)", open=False):
                             rec_phase_only = gr.Audio(label="original spectrogram through the phase method only",

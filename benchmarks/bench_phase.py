@@ -123,11 +123,7 @@ def plot(res: dict[str, Any], path: Path) -> str:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return common.save_figure(fig, path)
 
 
 def markdown(res: dict[str, Any]) -> str:

@@ -146,11 +146,7 @@ def plot(res: dict[str, Any], path: Path) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc=loc)
     fig.suptitle(f"FSDD test takes, Griffin-Lim {res['params']['griffinlim_iters']} iterations for both", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return common.save_figure(fig, path)
 
 
 def markdown(res: dict[str, Any]) -> str:

@@ -312,6 +312,15 @@ def pyplot():
     return plt
 
 
+def save_figure(fig: Any, path: Path) -> str:
+    """Lay out, write (PNG, 110 dpi) and close a figure; returns the file name for the markdown."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path.name
+
+
 def bench_args(description: str) -> argparse.Namespace:
     """The command line shared by every ``benchmarks/bench_*.py`` run alone."""
     p = argparse.ArgumentParser(description=description)

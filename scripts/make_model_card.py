@@ -72,8 +72,10 @@ def main() -> None:
         f"{ck.train_cfg.epochs} epochs; this is the best by validation loss, after epoch {meta.get('epoch')} and "
         f"{meta.get('train_time_s')} s of training time on {a.hardware} "
         f"(device `{meta.get('device')}`, torch {meta.get('torch')}). "
-        f"Best validation loss {meta.get('best_val', 0):.4g}"
-        + (f"; final epoch: train recon MSE {hist[-1]['train']['recon']:.5f}, val recon MSE "
+        + ("Weights are stored as float16 (`python -m vae export --half`) and load as float32. "
+           if meta.get("weights_dtype") == "float16" else "")
+        + f"Best validation loss {meta.get('best_val', 0):.4g}"
+        + (f"; at that epoch: train recon MSE {hist[-1]['train']['recon']:.5f}, val recon MSE "
            f"{hist[-1]['val']['recon']:.5f}." if hist else "."), "",
         "## Evaluation", "",
         f"`python -m vae evaluate --checkpoint {a.checkpoint} --input {a.eval_input} --split {a.split}` "

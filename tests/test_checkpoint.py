@@ -10,6 +10,7 @@ from conftest import tiny_model_cfg
 from vae.checkpoint import (
     FORMAT,
     CheckpointError,
+    export_checkpoint,
     find_checkpoints,
     load_checkpoint,
     load_training_state,
@@ -157,3 +158,25 @@ def test_find_checkpoints(saved, tmp_path):
 def test_no_temporary_files_left(saved):
     _, d = saved
     assert not [p for p in d.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_export_drops_training_state_and_can_halve_weights(saved, tmp_path, half):
+    ck, d = saved
+    save_checkpoint(d / "last", ck.model, ck.spec, ck.train_cfg, {})
+    (d / "README.md").write_text("card")
+    out = export_checkpoint(d, tmp_path / "shipped", half=half)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    size = lambda p: (p / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(out) < 0.6 * size(d) if half else size(out) == size(d)
+    loaded = load_checkpoint(out)
+    assert loaded.meta["weights_dtype"] == ("float16" if half else "float32") and loaded.meta["arch"] == "tiny"
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    z = torch.randn(4, ck.model_cfg.latent_dim, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(decode(loaded, z), decode(ck, z), rtol=0, atol=2e-3 if half else 0)
+
+
+def test_export_refuses_to_overwrite_its_source(saved):
+    _, d = saved
+    with pytest.raises(CheckpointError, match="other than its source"):
+        export_checkpoint(d, d, half=True)

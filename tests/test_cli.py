@@ -13,7 +13,7 @@ from vae.checkpoint import load_checkpoint
 from vae.cli import main
 
 TINY_ARGS = ["--sample-rate", "8000", "--duration", "0.254", "--n-fft", "64", "--hop", "32"]
-VERBS = ["preprocess", "train", "reconstruct", "sample", "evaluate"]
+VERBS = ["preprocess", "train", "reconstruct", "sample", "evaluate", "export"]
 
 
 @pytest.fixture(autouse=True)
@@ -106,6 +106,16 @@ def test_sample(cli_run, tmp_path):
     a, sr = sf.read(str(tmp_path / "a" / names[0]))
     b, _ = sf.read(str(tmp_path / "b" / names[0]))
     assert sr == SR and len(a) == 2032 and (a == b).all()  # same seed, same sound
+
+
+def test_export(cli_run, tmp_path, capsys):
+    _, ck = cli_run
+    assert (ck / "last").is_dir()
+    assert main(["export", "--checkpoint", str(ck), "--output", str(tmp_path / "out"), "--half"]) == 0
+    assert "exported" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "last").exists() and (tmp_path / "out" / "latents.safetensors").is_file()
+    assert main(["sample", "--checkpoint", str(tmp_path / "out"), "--count", "1", "--phase", "zero",
+                 "--output", str(tmp_path / "wav")]) == 0
 
 
 def _last_json(out: str) -> dict:

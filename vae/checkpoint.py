@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,29 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
                               f"{' '.join(first[:3])[:400]}") from None
     model.to(device).eval()
     return Checkpoint(model, spec, model_cfg, train_cfg, config.get("meta", {}), directory)
+
+
+def export_checkpoint(source: str | Path, output: str | Path, half: bool = False) -> Path:
+    """Copy a checkpoint for sharing: the model, its latent statistics and card, no training state.
+
+    ``half=True`` stores the weights as float16, halving the file; they load back as float32
+    (``load_state_dict`` casts), so every consumer of the checkpoint works unchanged.
+    """
+    source, output = Path(source), Path(output)
+    ck = load_checkpoint(source)  # validates config and weights before anything is written
+    if output.resolve() == source.resolve():
+        raise CheckpointError(f"export needs an output folder other than its source ({source})")
+    output.mkdir(parents=True, exist_ok=True)
+    weights = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+               for k, v in ck.model.state_dict().items()}
+    atomic_write(output / "model.safetensors", lambda p: save_file(weights, str(p)))
+    for name in ("latents.safetensors", "README.md"):
+        if (source / name).is_file():
+            atomic_write(output / name, lambda p, name=name: shutil.copyfile(source / name, p))
+    config = read_config(source)
+    config["meta"] = {**config.get("meta", {}), "weights_dtype": "float16" if half else "float32"}
+    atomic_write(output / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
+    return output
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:

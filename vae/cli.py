@@ -1,6 +1,6 @@
 """Command line: ``python -m vae <verb>`` over the same library the app uses.
 
-Verbs: preprocess, train, reconstruct, sample, evaluate. Each has ``--help``. Long work shows
+Verbs: preprocess, train, reconstruct, sample, evaluate, export. Each has ``--help``. Long work shows
 a tqdm bar on stderr; errors print one line ``error: ...`` and exit with status 2.
 """
 
@@ -20,7 +20,7 @@ from preprocessing.audio import AudioError, load_audio, save_wav
 from preprocessing.config import PRESETS, ConfigError, preset
 from preprocessing.store import PreprocessError, build_store, find_audio
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, export_checkpoint, load_checkpoint
 from .config import ARCHS
 from .evaluate import evaluate
 from .generate import decode, reconstruct_audio, sample, to_wave
@@ -124,6 +124,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    out = export_checkpoint(a.checkpoint, a.output, half=a.half)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(f"exported {a.checkpoint} to {out} ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vae", description="Sound VAE: preprocess audio, train, generate.")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -191,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stoi", action=argparse.BooleanOptionalAction, default=None,
                    help="compute STOI (default: for models at <= 16 kHz)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("export", help="checkpoint -> shareable copy",
+                       description="Copy a checkpoint without its training state (last/), optionally as float16.")
+    s.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    s.add_argument("--output", required=True, help="folder to write")
+    s.add_argument("--half", action="store_true", help="store weights as float16 (half the size; loads as float32)")
+    s.set_defaults(func=cmd_export)
     return p
 
 
