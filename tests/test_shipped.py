@@ -13,7 +13,7 @@ from preprocessing.audio import load_audio
 from vae.checkpoint import load_checkpoint
 from vae.evaluate import evaluate
 from vae.generate import reconstruct_audio
-from vae.latents import load_latent_stats
+from vae.latents import MAX_SLIDERS, load_latent_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -34,7 +34,7 @@ def test_shipped_checkpoint_is_complete_and_small(name):
     size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
     assert size <= 25e6, f"checkpoints/{name} is {size / 1e6:.1f} MB (limit 25 MB)"
     stats = load_latent_stats(d)
-    assert stats is not None and 1 <= stats.n_sliders() <= 8
+    assert stats is not None and 1 <= stats.n_sliders() <= MAX_SLIDERS
     assert len(stats.label_names) >= 2 and stats.codes.shape[1] == load_checkpoint(d).model_cfg.latent_dim
 
 

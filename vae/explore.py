@@ -19,10 +19,8 @@ from preprocessing.store import Store
 from .checkpoint import Checkpoint
 from .clips import Clip, from_file
 from .generate import analyse, decode, encode, sample, to_wave
-from .latents import LatentStats, encode_indices
+from .latents import MAX_SLIDERS, SLIDER_COVERAGE, LatentStats, encode_indices
 
-MAX_SLIDERS = 6  # a handful: more sliders are hard to use and matter little
-COVERAGE = 0.8  # sliders until this share of the variance is covered (capped at MAX_SLIDERS)
 RANGE_SD = 3.0  # slider range, +/- this many standard deviations
 FAST_ITERS = 16  # Griffin-Lim iterations while a slider is dragged (see benchmarks/slider_latency.py)
 
@@ -45,7 +43,7 @@ class SliderSpec:
     maximum: float
 
 
-def slider_specs(stats: LatentStats, coverage: float = COVERAGE, cap: int = MAX_SLIDERS,
+def slider_specs(stats: LatentStats, coverage: float = SLIDER_COVERAGE, cap: int = MAX_SLIDERS,
                  range_sd: float = RANGE_SD) -> list[SliderSpec]:
     """One slider per principal direction, enough to cover ``coverage`` of the variance (at most ``cap``)."""
     n = min(stats.n_sliders(coverage, cap), len(stats.components))

@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from .model import VAE
 
 MAX_MAP_POINTS = 3000
+MAX_SLIDERS = 6  # a handful: more sliders are hard to use and matter little
+SLIDER_COVERAGE = 0.8  # sliders until this share of the variance is covered (capped at MAX_SLIDERS)
 
 
 @dataclass
@@ -32,7 +34,7 @@ class LatentStats:
     code_labels: list[str | None]
     code_names: list[str]
 
-    def n_sliders(self, coverage: float = 0.8, cap: int = 8) -> int:
+    def n_sliders(self, coverage: float = SLIDER_COVERAGE, cap: int = MAX_SLIDERS) -> int:
         """How many principal directions cover ``coverage`` of the variance (at most ``cap``)."""
         cum = torch.cumsum(self.explained, 0)
         return int(min(cap, len(cum), int((cum < coverage).sum()) + 1))
