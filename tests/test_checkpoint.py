@@ -180,3 +180,15 @@ def test_export_refuses_to_overwrite_its_source(saved):
     _, d = saved
     with pytest.raises(CheckpointError, match="other than its source"):
         export_checkpoint(d, d, half=True)
+
+
+def test_export_half_refuses_weights_beyond_float16(saved, tmp_path):
+    ck, d = saved
+    name = next(k for k, v in ck.model.state_dict().items() if v.is_floating_point())
+    with torch.no_grad():
+        ck.model.state_dict()[name].view(-1)[0] = 1e6  # state_dict tensors share storage with the model
+    save_checkpoint(d, ck.model, ck.spec, ck.train_cfg, {})
+    with pytest.raises(CheckpointError, match="do not fit in float16"):
+        export_checkpoint(d, tmp_path / "out", half=True)
+    assert not (tmp_path / "out").exists()
+    export_checkpoint(d, tmp_path / "out")  # float32 keeps them

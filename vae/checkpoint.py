@@ -135,9 +135,12 @@ def export_checkpoint(source: str | Path, output: str | Path, half: bool = False
     ck = load_checkpoint(source)  # validates config and weights before anything is written
     if output.resolve() == source.resolve():
         raise CheckpointError(f"export needs an output folder other than its source ({source})")
-    output.mkdir(parents=True, exist_ok=True)
     weights = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
                for k, v in ck.model.state_dict().items()}
+    overflow = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if overflow:
+        raise CheckpointError(f"{source}: {', '.join(overflow[:3])} do not fit in float16; export without --half")
+    output.mkdir(parents=True, exist_ok=True)
     atomic_write(output / "model.safetensors", lambda p: save_file(weights, str(p)))
     for name in ("latents.safetensors", "README.md"):
         if (source / name).is_file():
