@@ -23,6 +23,7 @@ import gradio as gr
 import numpy as np
 import torch
 
+from preprocessing import download
 from preprocessing.audio import AudioError
 from preprocessing.config import ConfigError, SpectrogramConfig, preset
 from preprocessing.store import PreprocessError, Store
@@ -49,7 +50,7 @@ from vae.workspace import Workspace
 
 log = logging.getLogger("sound-vae-app")
 USER_ERRORS = (AudioError, CheckpointError, ConfigError, PreprocessError, TrainingError, UploadError, JobBusy,
-               FileExistsError, FileNotFoundError, ValueError)
+               download.DownloadError, FileExistsError, FileNotFoundError, ValueError)
 N_EXAMPLES = 4  # example clips shown after building a store
 MAX_UPLOAD = "500mb"  # per file, enforced by Gradio before our own limits (preprocessing.uploads)
 # Keep the Explore tab's picture and player in view while the sliders are dragged.
@@ -191,26 +192,11 @@ class StudioApp:
                 dropdown(self.map_sources(), None, ""), self.notes())
 
     def download_fsdd(self, progress: gr.Progress = gr.Progress()) -> tuple:
-        try:
-            from preprocessing.download import DownloadError, download_fsdd
-        except ImportError:
-            raise gr.Error("Downloading FSDD is not available in this version yet. Download the recordings from "
-                           "https://github.com/Jakobovski/free-spoken-digit-dataset yourself and enter their "
-                           "folder (recordings/) above.", print_exception=False) from None
-
-        def report(*args: Any, **_: Any) -> None:  # progress(done, total, what)
-            nums = [a for a in args if isinstance(a, (int, float))]
-            what = next((a for a in args if isinstance(a, str)), "downloading FSDD")
-            if len(nums) >= 2 and nums[1]:
-                progress((int(nums[0]), int(nums[1])), desc=what[:60])
-            elif nums:
-                progress(float(nums[0]), desc=what[:60])
+        def report(done: int, total: int, what: str) -> None:  # total 0: size unknown, no fraction
+            progress((done, total) if total else None, desc=what[:60])
 
         progress(0, desc="downloading FSDD")
-        try:
-            folder = download_fsdd(self.ws.data_dir / "downloads" / "fsdd", progress=report)
-        except DownloadError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+        folder = download.download_fsdd(self.ws.data_dir / "downloads" / "fsdd", progress=report)
         summary, refused = build_named_store(self.ws.stores_dir, "fsdd-digits", preset("digits"), folder=folder,
                                              progress=lambda d, t, n: progress((d, t), desc="preprocessing"))
         gr.Info(f"FSDD downloaded and preprocessed: store fsdd-digits with {summary.n_clips} clips")
@@ -303,13 +289,12 @@ class StudioApp:
         else:
             raise ValueError(f"unknown clip source {source!r}")
         c = compare(ck, clip, phase, int(n_iter))
-        shape_cfg = ck.spec
         info = f"**{clip.name}**" + (f" (label {clip.label})" if clip.label else "") + \
             f", {len(c.original) / sr:.2f} s at {sr} Hz" + (f". Note: {clip.note}" if clip.note else "")
         return (
-            plots.spectrogram_image(c.original_db, shape_cfg, c.vmin, c.vmax, "Original (as the model sees it)"),
+            plots.spectrogram_image(c.original_db, ck.spec, c.vmin, c.vmax, "Original (as the model sees it)"),
             self.ws.wav(c.original, sr, f"{Path(clip.name).stem}_original"),
-            plots.spectrogram_image(c.reconstruction_db, shape_cfg, c.vmin, c.vmax, "Reconstruction by the VAE"),
+            plots.spectrogram_image(c.reconstruction_db, ck.spec, c.vmin, c.vmax, "Reconstruction by the VAE"),
             self.ws.wav(c.reconstruction, sr, f"{Path(clip.name).stem}_reconstruction_{phase}"),
             self.ws.wav(c.phase_only, sr, f"{Path(clip.name).stem}_phase_only_{phase}"),
             c.metrics_markdown(), info,

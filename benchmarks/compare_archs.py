@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,22 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import common  # noqa: E402
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 ARMS = {"default": ("digits", "default"), "study": ("study-digits", "study")}  # arm -> (preset, arch)
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def child(args: argparse.Namespace) -> None:
@@ -85,7 +72,8 @@ def run(args: argparse.Namespace) -> dict:
         if int(f.stem.split("_")[2]) < 5 and not (test_dir / f.name).exists():
             (test_dir / f.name).symlink_to(f.resolve())
 
-    results: dict = {"machine": machine(), "minutes_per_arm": args.minutes, "n_files": len(files), "arms": {}}
+    results: dict = {"machine": common.machine_text(common.machine()), "minutes_per_arm": args.minutes,
+                     "n_files": len(files), "arms": {}}
     for arm in args.arms:
         preset_name, arch = ARMS[arm]
         store, ckpt = work / f"store_{arm}", work / f"ckpt_{arm}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import re
 import shutil
 import tempfile
 import urllib.error
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from .labels import FSDD_NAME
+from .uploads import safe_member_path
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +175,6 @@ def _is_recording_name(name: str) -> bool:
     return p.suffix.lower() == ".wav" and FSDD_NAME.match(p.stem) is not None
 
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def _unsafe(name: str) -> bool:
-    """A member name that could land outside the folder it is extracted into."""
-    parts = name.replace("\\", "/").split("/")
-    return name.startswith(("/", "\\")) or bool(_DRIVE.match(name)) or ".." in parts or "\0" in name
-
-
 def _extract(archive: Path, target: Path, url: str, progress: ProgressFn | None, min_files: int) -> Path:
     """Check ``archive`` and write its ``recordings/*.wav`` into ``target`` (via a temporary sibling)."""
     try:
@@ -195,7 +186,7 @@ def _extract(archive: Path, target: Path, url: str, progress: ProgressFn | None,
                             url) from None
     with zf:
         infos = zf.infolist()
-        bad = [i.filename for i in infos if _unsafe(i.filename)]
+        bad = [i.filename for i in infos if safe_member_path(i.filename) is None]
         if bad:
             raise DownloadError(f"the archive contains unsafe paths (e.g. {bad[0]!r}) and was not extracted", url)
         # The recordings folder: <top>/recordings/ (a release archive) or recordings/ (a plain zip).

@@ -89,7 +89,7 @@ class Store:
         self.meta = json.loads(cfg_path.read_text())
         self.config = SpectrogramConfig.from_dict(self.meta["spectrogram"])
         self.clips: list[dict] = json.loads((self.path / "manifest.json").read_text())
-        self.specs = np.load(self.path / "spectrograms.npy", mmap_mode="r")
+        self.specs = np.load(self.path / "spectrograms.npy", mmap_mode="r", allow_pickle=False)
         if self.specs.shape != (len(self.clips), *self.config.shape):
             raise PreprocessError(f"{self.path}: spectrograms.npy has shape {self.specs.shape}, "
                                   f"manifest and config expect {(len(self.clips), *self.config.shape)}")
@@ -127,6 +127,7 @@ class Store:
 
 def find_audio(inputs: str | Path | Sequence[str | Path]) -> tuple[Path, list[Path], list[Skipped]]:
     """(root, audio files, skipped non-audio files) for a folder or a list of files."""
+    missing: list[Skipped] = []  # listed files that do not exist
     if isinstance(inputs, (str, Path)):
         root = Path(inputs)
         if root.is_file():
@@ -147,10 +148,8 @@ def find_audio(inputs: str | Path | Sequence[str | Path]) -> tuple[Path, list[Pa
             raise PreprocessError(f"none of the {len(given)} input files exist (e.g. {given[0]})")
         root = Path(os.path.commonpath([Path(os.path.abspath(p)).parent for p in files]))
     audio = [p for p in files if is_audio_path(p)]
-    skipped = [Skipped(str(p), f"unsupported format {p.suffix or '(no extension)'!r}")
-               for p in files if not is_audio_path(p)]
-    if not isinstance(inputs, (str, Path)):
-        skipped = missing + skipped
+    skipped = missing + [Skipped(str(p), f"unsupported format {p.suffix or '(no extension)'!r}")
+                         for p in files if not is_audio_path(p)]
     if not audio:
         raise PreprocessError(f"no audio files found in {root} (looked for .wav, .flac, .ogg, .mp3, .aiff)")
     return root, audio, skipped

@@ -140,7 +140,8 @@ def example_indices(store: Store, n: int = 4, seed: int = 0) -> list[int]:
         if len(picked) >= n:
             break
         picked.append(int(rng.choice(by_label[label])))
-    rest = [i for i in pool if i not in set(picked)]
+    taken = set(picked)
+    rest = [i for i in pool if i not in taken]
     while len(picked) < min(n, len(pool)) and rest:
         picked.append(rest.pop(int(rng.integers(len(rest)))))
     return picked

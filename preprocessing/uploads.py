@@ -39,7 +39,7 @@ class UploadLimits:
 DEFAULT_LIMITS = UploadLimits()
 
 
-def _safe_member_path(name: str) -> PurePosixPath | None:
+def safe_member_path(name: str) -> PurePosixPath | None:
     """The relative path a zip member may be extracted to, or None if its name is unsafe."""
     name = name.replace("\\", "/")
     if not name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -78,7 +78,7 @@ def safe_extract_zip(zip_path: str | Path, dest: str | Path, limits: UploadLimit
             for info in zf.infolist():
                 if info.is_dir():
                     continue
-                rel = _safe_member_path(info.filename)
+                rel = safe_member_path(info.filename)
                 if rel is None:
                     refused.append((info.filename, "unsafe path (absolute or containing '..'); not extracted"))
                     continue
@@ -161,7 +161,7 @@ def stage_uploads(paths: Sequence[str | Path], dest: str | Path,
                 refused.append((p.name, "missing after upload"))
                 continue
             if p.suffix.lower() == ".zip":
-                sub = _unique(dest / (_safe_member_path(p.stem) or PurePosixPath("archive")).name)
+                sub = _unique(dest / (safe_member_path(p.stem) or PurePosixPath("archive")).name)
                 files, bad = safe_extract_zip(p, sub, limits)
                 refused += [(f"{p.name}:{name}", why) for name, why in bad]
                 n_audio += len(files)

@@ -3,8 +3,6 @@ and the callbacks that the HTTP tests cannot reach (map picking, error wrapping,
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import gradio as gr
@@ -14,8 +12,10 @@ import torch
 from app_helpers import make_workspace
 from conftest import TINY, digit_sound, write_wav
 
+from preprocessing import download
 from preprocessing.audio import AudioError
 from preprocessing.config import ConfigError
+from preprocessing.download import DownloadError
 from preprocessing.store import PreprocessError, Store
 from preprocessing.stores import (
     build_named_store,
@@ -277,33 +277,21 @@ def test_explore_move_tolerates_state_from_another_model(studio):
     assert img.shape[2] == 3 and Path(wav).is_file()
 
 
-def test_download_fsdd_not_available_yet(studio, monkeypatch):
-    monkeypatch.setitem(sys.modules, "preprocessing.download", None)  # import fails
-    with pytest.raises(gr.Error, match="not available"):
-        studio.download_fsdd(progress=lambda *a, **k: None)
-
-
 def test_download_fsdd_offline_error_is_a_message(studio, monkeypatch):
-    mod = types.ModuleType("preprocessing.download")
-
-    class DownloadError(Exception):
-        pass
+    from app import friendly
 
     def download_fsdd(dest_dir, url=None, progress=None):
         progress(1, 10, "downloading")
+        progress(5, 0, "downloading")  # size unknown
         raise DownloadError("cannot reach github.com: no network")
 
-    mod.DownloadError, mod.download_fsdd = DownloadError, download_fsdd
-    monkeypatch.setitem(sys.modules, "preprocessing.download", mod)
-    with pytest.raises(gr.Error, match="no network"):
-        studio.download_fsdd(progress=lambda *a, **k: None)
+    monkeypatch.setattr(download, "download_fsdd", download_fsdd)
+    with pytest.raises(gr.Error, match="no network"):  # as the page gets it: through friendly()
+        friendly(studio.download_fsdd)(progress=lambda *a, **k: None)
 
 
 def test_download_fsdd_then_preprocess(studio, monkeypatch, fsdd_dir):
-    mod = types.ModuleType("preprocessing.download")
-    mod.DownloadError = type("DownloadError", (Exception,), {})
-    mod.download_fsdd = lambda dest_dir, url=None, progress=None: fsdd_dir
-    monkeypatch.setitem(sys.modules, "preprocessing.download", mod)
+    monkeypatch.setattr(download, "download_fsdd", lambda dest_dir, url=None, progress=None: fsdd_dir)
     monkeypatch.setattr("app.preset", lambda name: TINY)  # the real digits preset is slower; same code path
     out = studio.download_fsdd(progress=lambda *a, **k: None)
     assert "fsdd-digits" in out[0] and "36 clips" in out[0]

@@ -69,7 +69,6 @@ def compare(ck: Checkpoint, clip: Clip, phase: str | None = None, n_iter: int | 
         raise ValueError(f"clip {clip.name} is {len(wave)} samples long, shorter than one STFT frame ({ck.spec.n_fft})")
     recon, a, x_hat = reconstruct_audio(ck, wave, phase, n_iter)
     phase_only = (to_wave(ck, a.specs, a.ranges, phase, n_iter)[: a.length] / a.gain).astype(np.float32)
-    wave = wave[: len(recon)]  # a trailing part shorter than half a window is not modelled
     sr = ck.spec.sample_rate
     lo = min(r[0] for r in a.ranges)
     hi = max(r[1] for r in a.ranges)

@@ -125,12 +125,15 @@ class Rendered:
     vmax: float
 
 
+def _rendered(ck: Checkpoint, x: torch.Tensor, phase: str | None, n_iter: int | None) -> Rendered:
+    """A decoded spectrogram (F, T) in [0, 1] -> dB image and audio on the model's display range."""
+    lo, hi = display_range(ck)
+    return Rendered((x * (hi - lo) + lo).numpy(), to_wave(ck, x, [(lo, hi)], phase=phase, n_iter=n_iter), lo, hi)
+
+
 def render(ck: Checkpoint, z: torch.Tensor, phase: str | None = None, n_iter: int | None = None) -> Rendered:
     """Decode one code (D,) to a spectrogram and audio."""
-    x = decode(ck, z)[0]  # (F, T) in [0, 1]
-    lo, hi = display_range(ck)
-    wave = to_wave(ck, x, [(lo, hi)], phase=phase, n_iter=n_iter)
-    return Rendered((x * (hi - lo) + lo).numpy(), wave, lo, hi)
+    return _rendered(ck, decode(ck, z)[0], phase, n_iter)
 
 
 def interpolation(ck: Checkpoint, z_a: torch.Tensor, z_b: torch.Tensor, steps: int,
@@ -140,10 +143,7 @@ def interpolation(ck: Checkpoint, z_a: torch.Tensor, z_b: torch.Tensor, steps: i
         raise ValueError(f"interpolation takes 2 to 32 steps, got {steps}")
     t = torch.linspace(0, 1, steps)[:, None]
     zs = (1 - t) * z_a.reshape(1, -1) + t * z_b.reshape(1, -1)
-    xs = decode(ck, zs)  # (steps, F, T)
-    lo, hi = display_range(ck)
-    return [Rendered((x * (hi - lo) + lo).numpy(), to_wave(ck, x, [(lo, hi)], phase=phase, n_iter=n_iter), lo, hi)
-            for x in xs]
+    return [_rendered(ck, x, phase, n_iter) for x in decode(ck, zs)]  # decode: (steps, F, T)
 
 
 def join_waves(waves: list[np.ndarray], sample_rate: int, gap_s: float = 0.15) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from preprocessing.config import ConfigError
+from preprocessing.config import ConfigError, SpectrogramConfig
 from preprocessing.spectrogram import denormalise, to_audio
 from preprocessing.store import PreprocessError, Store
 
@@ -138,7 +138,7 @@ class TrainingJobs:
             self._stop = threading.Event()
             self._state = JobState(status="running", run=output.name, output=str(output), data=str(data),
                                    resumed=resume, epochs=int(overrides.get("epochs") or 0),
-                                   params={k: v for k, v in overrides.items()}, version=self._state.version + 1,
+                                   params=dict(overrides), version=self._state.version + 1,
                                    preview_version=self._state.preview_version,
                                    message="resuming..." if resume else "starting...")
             self._thread = threading.Thread(target=self._run, args=(data, output, resume, overrides, self._stop),
@@ -202,14 +202,11 @@ class TrainingJobs:
         try:
             if resume:
                 self._load_history(output)
-            store_cfg = None
-            store_ranges: dict[int, tuple[float, float]] = {}
+            store = Store(data)  # the previews' dB ranges and spectrogram settings
+            store_cfg = store.config.to_dict()
+            store_ranges = {i: (float(c["lo"]), float(c["hi"])) for i, c in enumerate(store.clips)}
+            del store
             for ev in self._train_fn(data, output, resume=resume, stop=stop, **overrides):
-                if store_cfg is None:
-                    store = Store(data)
-                    store_cfg = store.config
-                    store_ranges = {i: (float(c["lo"]), float(c["hi"])) for i, c in enumerate(store.clips)}
-                    del store
                 if ev.kind == "step":
                     now = time.monotonic()
                     if now - last_step < self._step_every_s and ev.step != ev.steps:
@@ -229,7 +226,7 @@ class TrainingJobs:
                         if ev.preview is not None:
                             lo, hi = store_ranges.get(int(ev.preview["index"]), (0.0, 1.0))
                             s.preview = {**ev.preview, "epoch": ev.epoch, "lo": lo, "hi": hi,
-                                         "config": store_cfg.to_dict() if store_cfg else None}
+                                         "config": store_cfg}
                             s.preview_version += 1
                         s.version += 1
                 else:  # done | stopped
@@ -266,16 +263,12 @@ def preview_audio(preview: dict[str, Any],
                   n_iter: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """(original dB (F, T), reconstruction dB, original audio, reconstruction audio, sample rate)
     of a training preview, both in the preview clip's dB range."""
-    from preprocessing.config import SpectrogramConfig
-
     if not preview or preview.get("config") is None:
         raise ValueError("no preview yet")
     cfg = SpectrogramConfig.from_dict(preview["config"])
     lo, hi = preview["lo"], preview["hi"]
-    out = []
-    for key in ("original", "reconstruction"):
-        db = denormalise(torch.from_numpy(np.asarray(preview[key], dtype=np.float32)), lo, hi)
-        out.append(db)
+    out = [denormalise(torch.from_numpy(np.asarray(preview[key], dtype=np.float32)), lo, hi)
+           for key in ("original", "reconstruction")]
     waves = [to_audio(db, cfg, phase="griffinlim", n_iter=n_iter).numpy().astype(np.float32) for db in out]
     peak = max(1e-9, max(float(np.abs(w).max()) for w in waves))
     waves = [w * min(1.0, 0.99 / peak) for w in waves]

@@ -130,6 +130,13 @@ def _should_stop(stop: threading.Event | None, tc: TrainConfig, train_time: floa
     return ""
 
 
+def _diverged(what: str, output: Path, tc: TrainConfig) -> TrainingError:
+    """The error for a non-finite loss: what happened, where the good checkpoint is, what to try."""
+    return TrainingError(f"{what}; training stopped. The last good checkpoint is in {output / 'last'}. "
+                         f"Try a lower learning rate (now {tc.lr:g}) or a smaller reconstruction weight, "
+                         "then --resume.")
+
+
 def _save_stats(output: Path, store: Store, indices: list[int], device: torch.device) -> None:
     """Latent statistics of the best checkpoint, for exploration without the dataset."""
     best = load_checkpoint(output, device)
@@ -231,10 +238,8 @@ def train(
             x_hat, mu, logvar = model(x)
             loss, recon, kl = vae_loss(x_hat, x, mu, logvar, tc.recon_weight, tc.kl_weight * warm)
             if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-                    f"The last good checkpoint is in {output / 'last'}. Try a lower learning rate "
-                    f"(now {tc.lr:g}) or a smaller reconstruction weight, then --resume.")
+                raise _diverged(f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}",
+                                output, tc)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip:
@@ -265,10 +270,7 @@ def train(
         losses = {k: v / max(1, seen) for k, v in sums.items()}
         val = _validate(model, val_batches, device, tc)
         if not math.isfinite(val["loss"]):  # weights diverged in the last step: do not save them
-            raise TrainingError(
-                f"validation loss became {val['loss']} after epoch {epoch + 1}; training stopped. "
-                f"The last good checkpoint is in {output / 'last'}. Try a lower learning rate "
-                f"(now {tc.lr:g}) or a smaller reconstruction weight, then --resume.")
+            raise _diverged(f"validation loss became {val['loss']} after epoch {epoch + 1}", output, tc)
         history.append({"epoch": epoch + 1, "train": losses, "val": val, "train_time_s": round(train_time, 1)})
         improved = val["loss"] < best
         if improved:

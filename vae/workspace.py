@@ -18,13 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.audio import AUDIO_EXTENSIONS, save_wav
-from preprocessing.store import Store
 from preprocessing.stores import check_name, list_stores
 
 from .checkpoint import Checkpoint, CheckpointError, find_checkpoints, load_checkpoint, read_config
 from .latents import LatentStats, load_latent_stats
-
-SHIPPED = ("digits", "music")  # checkpoints/<name> shipped with the repository
 
 
 @dataclass
@@ -73,9 +70,6 @@ class Workspace:
     def stores(self) -> list[tuple[str, str]]:
         """(name, path) of every store in ``stores_dir``."""
         return [(p.name, str(p)) for p in list_stores(self.stores_dir)]
-
-    def open_store(self, path: str | Path) -> Store:
-        return Store(path)
 
     def checkpoints(self) -> list[tuple[str, str]]:
         """(display name, path) of shipped checkpoints then app-trained runs."""
@@ -164,8 +158,7 @@ class Workspace:
         if not path:
             raise CheckpointError("no model selected: pick a checkpoint "
                                   "(train one in the Train tab if the list is empty)")
-        entry = self._entry(path)
-        return entry[1]
+        return self._entry(path)[1]
 
     def latent_stats(self, path: str | Path) -> LatentStats | None:
         """The checkpoint's saved latent statistics (``latents.safetensors``), or None."""
