@@ -35,37 +35,6 @@ FALLBACK_TRAIN_S = {"digits": 20.0, "music": 20.0}  # training seconds of a stan
 QUICK_FALLBACK_TRAIN_S = 3.0
 
 
-def fast_iters() -> int:
-    """Griffin-Lim iterations while a slider moves: the app's (vae.explore.FAST_ITERS) or 16."""
-    try:
-        from vae.explore import FAST_ITERS
-
-        return int(FAST_ITERS)
-    except (ImportError, AttributeError):
-        return 16
-
-
-def renderer():
-    """(name, fn(db (F, T), cfg, vmin, vmax, title) -> image): vae.plots' renderer, else matplotlib to PNG."""
-    try:
-        from vae.plots import spectrogram_image
-
-        return "vae.plots.spectrogram_image (RGB array)", spectrogram_image
-    except ImportError:
-        plt = common.pyplot()
-
-        def png(db, cfg, vmin, vmax, title):
-            fig, ax = plt.subplots(figsize=(6.4, 3.0), dpi=100)
-            ax.imshow(db, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma")
-            ax.set_title(title)
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-            plt.close(fig)
-            return buf.getvalue()
-
-        return "matplotlib imshow to PNG", png
-
-
 def wav_bytes(wave, sample_rate: int) -> bytes:
     """16-bit PCM WAV in memory."""
     import numpy as np
@@ -98,22 +67,20 @@ def _timed(stages: dict[str, list[float]], name: str, fn, *args, **kwargs):
 def latency_case(ckpt: str, audio: str, excerpt_s: float | None, repeats: int, threads: int | None,
                  warmup: int = 2, seed: int = 0) -> dict[str, Any]:
     """Time slider updates (fast and final iterations) and reconstructions of ``audio``, in ms."""
-    import numpy as np
     import torch
 
     from preprocessing.audio import load_audio
     from vae.checkpoint import load_checkpoint
+    from vae.compare import joined_db
+    from vae.explore import FAST_ITERS, display_range
     from vae.generate import analyse, decode, reconstruct, to_wave
+    from vae.plots import spectrogram_image as render
 
     if threads:
         torch.set_num_threads(threads)
     ck = load_checkpoint(ckpt)
     cfg = ck.spec
-    if cfg.normalisation == "global" and cfg.ref_db is not None:
-        lo, hi = cfg.ref_db - cfg.top_db, cfg.ref_db
-    else:
-        lo, hi = ck.meta.get("typical_range", (-40.0, 30.0))
-    render_name, render = renderer()
+    lo, hi = display_range(ck)
     wave = load_audio(audio, cfg.sample_rate, min_samples=cfg.n_fft)
     if excerpt_s:
         wave = wave[: int(excerpt_s * cfg.sample_rate)]
@@ -129,8 +96,7 @@ def latency_case(ckpt: str, audio: str, excerpt_s: float | None, repeats: int, t
         a = _timed(st, "analyse", analyse, ck, wave)
         x_hat = _timed(st, "encode_decode", reconstruct, ck, a.specs)
         out = _timed(st, "phase", to_wave, ck, x_hat, a.ranges, "griffinlim", FINAL_ITERS)
-        x_db = np.concatenate([(s * (h - lo_) + lo_).numpy() for s, (lo_, h) in zip(a.specs, a.ranges)], axis=1)
-        r_db = np.concatenate([(s * (h - lo_) + lo_).numpy() for s, (lo_, h) in zip(x_hat, a.ranges)], axis=1)
+        x_db, r_db = joined_db(a.specs, a.ranges), joined_db(x_hat, a.ranges)
         vmin, vmax = float(x_db.min()), float(x_db.max())
         _timed(st, "images", lambda: (render(x_db, cfg, vmin, vmax, "Original"),
                                       render(r_db, cfg, vmin, vmax, "Reconstruction")))
@@ -149,13 +115,13 @@ def latency_case(ckpt: str, audio: str, excerpt_s: float | None, repeats: int, t
                 "stages_median_ms": {k: round(common.percentile(v, 50) * 1000, 2) for k, v in stages.items()}}
 
     torch.manual_seed(seed)
-    fast = fast_iters()
     return {
-        "threads": torch.get_num_threads(), "renderer": render_name, "shape": list(cfg.shape),
+        "threads": torch.get_num_threads(), "renderer": "vae.plots.spectrogram_image (RGB array)",
+        "shape": list(cfg.shape),
         "sample_rate": cfg.sample_rate, "arch": ck.meta.get("arch"), "clip_s": round(len(wave) / cfg.sample_rate, 2),
-        "windows": len(analyse(ck, wave).specs), "fast_iters": fast, "final_iters": FINAL_ITERS,
+        "windows": len(analyse(ck, wave).specs), "fast_iters": FAST_ITERS, "final_iters": FINAL_ITERS,
         "params_m": round(sum(p.numel() for p in ck.model.parameters()) / 1e6, 2),
-        "slider_fast": measure(lambda i, st: slider(codes[i], fast, st), repeats),
+        "slider_fast": measure(lambda i, st: slider(codes[i], FAST_ITERS, st), repeats),
         "slider_final": measure(lambda i, st: slider(codes[i], FINAL_ITERS, st), repeats),
         "reconstruction": measure(lambda i, st: reconstruction(st), max(3, repeats // 2)),
     }

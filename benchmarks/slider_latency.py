@@ -13,15 +13,13 @@ weights, and the result says which was used.
 
     .venv/bin/python benchmarks/slider_latency.py [--checkpoint DIR] [--n 60] [--iters 16] [--no-server]
 
-Prints one JSON line: median and 95th percentile in milliseconds, machine and load.
+Prints one JSON line: median, 95th percentile and mean in milliseconds, machine and load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+from benchmarks import common  # noqa: E402
 
 TARGET_P95_MS = 150.0
 
@@ -67,12 +67,6 @@ def drag(n: int, n_sliders: int, seed: int = 0) -> list[list[float]]:
         pos[k] = float(np.clip(pos[k] + rng.normal(0, 0.3), -3, 3))
         out.append([round(float(v), 2) for v in pos])
     return out
-
-
-def stats_ms(times: list[float]) -> dict[str, float]:
-    a = np.asarray(times) * 1000
-    return {"median": round(float(np.median(a)), 1), "p95": round(float(np.percentile(a, 95)), 1),
-            "max": round(float(a.max()), 1)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -131,8 +125,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             both.append(t2 - t0)
     result: dict[str, Any] = {
         "benchmark": "slider_latency", "checkpoint": model_note, "phase": a.phase, "griffinlim_iters": iters,
-        "n": a.n, "sliders": n_sliders, "server_side_ms": stats_ms(both), "callback_ms": stats_ms(times),
-        "gradio_postprocess_ms": stats_ms(post),
+        "n": a.n, "sliders": n_sliders, "server_side_ms": common.summary_ms(both),
+        "callback_ms": common.summary_ms(times),
+        "gradio_postprocess_ms": common.summary_ms(post),
     }
 
     if not a.no_server:
@@ -152,14 +147,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 client.predict(str(ckpt), *args(pos), api_name="/explore_move")
                 if i >= 5:
                     rt.append(time.perf_counter() - t0)
-            result["server_round_trip_ms"] = stats_ms(rt)
+            result["server_round_trip_ms"] = common.summary_ms(rt)
         finally:
             demo.close()
 
     result.update({
-        "target_p95_ms": TARGET_P95_MS, "meets_target": result["server_side_ms"]["p95"] < TARGET_P95_MS,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu": platform.processor() or
-        platform.machine(), "loadavg": [round(x, 2) for x in os.getloadavg()], "torch": torch.__version__,
+        "target_p95_ms": TARGET_P95_MS, "meets_target": result["server_side_ms"]["p95_ms"] < TARGET_P95_MS,
+        "machine": common.machine(), "loadavg": common.load_avg(),
     })
     print(json.dumps(result))
     return result

@@ -166,3 +166,15 @@ def test_helpers():
     assert s["median_ms"] == 2.0 and s["n"] == 3
     assert common.spread(list(range(10)), 3) == [0, 3, 6] and common.spread([1, 2], 5) == [1, 2]
     assert common.fmt(None) == "n/a" and common.fmt(float("nan")) == "n/a" and common.fmt(1234.5, 0) == "1,234"
+
+
+def test_slider_latency_through_the_app_callback(tmp_path):
+    """The app-level slider benchmark (StudioApp.explore_move plus Gradio's post-processing) still runs."""
+    from benchmarks import slider_latency
+
+    ckpt = slider_latency.untrained_digits_checkpoint(tmp_path / "ck")
+    r = slider_latency.main(["--checkpoint", str(ckpt), "--n", "3", "--no-server"])
+    assert r["sliders"] >= 1 and r["callback_ms"]["n"] == 3
+    # server side = callback + post-processing, call by call
+    assert 0 < r["callback_ms"]["median_ms"] <= r["server_side_ms"]["median_ms"]
+    assert r["machine"]["cores"] >= 1 and "server_round_trip_ms" not in r

@@ -50,7 +50,7 @@ class Comparison:
             "without the model.")
 
 
-def _joined_db(specs: torch.Tensor, ranges: list[tuple[float, float]]) -> np.ndarray:
+def joined_db(specs: torch.Tensor, ranges: list[tuple[float, float]]) -> np.ndarray:
     """Normalised windows (W, F, T) -> one dB image (F, W*T), each window with its own range."""
     return torch.cat([denormalise(w, lo, hi) for w, (lo, hi) in zip(specs, ranges)], dim=-1).numpy()
 
@@ -74,7 +74,7 @@ def compare(ck: Checkpoint, clip: Clip, phase: str | None = None, n_iter: int | 
     hi = max(r[1] for r in a.ranges)
     return Comparison(
         sample_rate=sr, original=wave.astype(np.float32), reconstruction=recon, phase_only=phase_only,
-        original_db=_joined_db(a.specs, a.ranges), reconstruction_db=_joined_db(x_hat, a.ranges),
+        original_db=joined_db(a.specs, a.ranges), reconstruction_db=joined_db(x_hat, a.ranges),
         vmin=float(lo), vmax=float(hi),
         lsd_db=metrics.log_spectral_distance(wave, recon, sr),
         spectral_convergence=metrics.spectral_convergence(wave, recon, sr),
