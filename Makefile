@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: app test lint examples benchmarks clean
+.PHONY: app test lint examples benchmarks mutation mutation-sample clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,14 @@ examples: $(VENV)/.installed  ## re-synthesise examples/ with espeak-ng
 benchmarks: $(VENV)/.installed-dev  ## everything in benchmarks/, results in benchmarks/results/
 	$(PY) benchmarks/run_all.py
 
+mutation: $(VENV)/.installed-dev  ## mutation testing of every mutant of the core (hours on 2 cores); see TESTING.md
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children $$(nproc 2>/dev/null || echo 2) || true
+	$(PY) scripts/mutation_report.py
+
+mutation-sample: $(VENV)/.installed-dev  ## mutation testing of a seeded random sample of 600 mutants (~30 min on 2 cores)
+	rm -rf mutants
+	$(PY) scripts/mutation_sample.py --n 600 --seed 0 --max-children $$(nproc 2>/dev/null || echo 2)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-output
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-output mutants

@@ -6,15 +6,21 @@ so tests exercise the same event wiring, queue and serialisation a browser does.
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from vae.workspace import Workspace
+
+LSB = 1.0 / 32768  # one step of the 16-bit WAV files the app serves
 
 
 def free_port() -> int:
@@ -39,6 +45,12 @@ def launch(ws: Workspace, checkpoint: str | None = None):
     """Start the app for ``ws`` on a free port; returns (demo, app, url). Close with ``demo.close()``."""
     from app import CSS, create_app
 
+    # Gradio's file cache (default /tmp/gradio) names files by their content and is shared by every
+    # process: a server closing elsewhere (another test run, mutation testing) deletes the files it
+    # made, which may be ours too (403 on download). One private cache per test process.
+    if "GRADIO_TEMP_DIR" not in os.environ:
+        os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="gradio-tests-")
+        atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
     demo, app = create_app(ws, checkpoint)
     port = free_port()
     demo.queue(default_concurrency_limit=2).launch(
@@ -51,6 +63,38 @@ def launch(ws: Workspace, checkpoint: str | None = None):
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     data, sr = sf.read(str(path), dtype="float32")
     return data, sr
+
+
+def slider_code(stats, values, residual) -> torch.Tensor:
+    """The code slider ``values`` stand for, written out term by term (independent of
+    ``vae.explore.from_sliders``): mean + residual + sum over k of values[k] * sd[k] * direction[k]."""
+    z = stats.mean.clone() + torch.as_tensor(residual, dtype=torch.float32).reshape(-1)
+    for k, v in enumerate(values):
+        z = z + float(v) * stats.component_sd[k] * stats.components[k]
+    return z
+
+
+def spy_render(monkeypatch) -> tuple[list, object]:
+    """Record every code the app decodes (``vae.explore.render`` still runs). Returns (codes, the real render)."""
+    from vae import explore
+
+    codes: list[torch.Tensor] = []
+    real = explore.render
+
+    def render(ck, z, *args, **kwargs):
+        codes.append(torch.as_tensor(z, dtype=torch.float32).reshape(-1).clone())
+        return real(ck, z, *args, **kwargs)
+
+    monkeypatch.setattr(explore, "render", render)
+    return codes, real
+
+
+def assert_same_sound(served: np.ndarray, expected: np.ndarray, what: str = "") -> None:
+    """``served`` (read back from a 16-bit WAV) is ``expected`` up to the file's rounding."""
+    expected = np.clip(np.asarray(expected, dtype=np.float32), -1.0, 1.0)
+    assert served.shape == expected.shape, what
+    err = float(np.abs(served - expected).max())
+    assert err <= 1.5 * LSB, f"{what}: differs by {err / LSB:.1f} LSB"
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.2):

@@ -9,13 +9,14 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from app_helpers import make_workspace
+from app_helpers import assert_same_sound, make_workspace, read_audio, slider_code, spy_render
 from conftest import TINY, digit_sound, write_wav
 
 from preprocessing import download
 from preprocessing.audio import AudioError
 from preprocessing.config import ConfigError
 from preprocessing.download import DownloadError
+from preprocessing.spectrogram import to_audio
 from preprocessing.store import PreprocessError, Store
 from preprocessing.stores import (
     build_named_store,
@@ -29,9 +30,11 @@ from preprocessing.stores import (
     spectrogram_config,
     summary_tables,
 )
-from vae import clips, explore
+from vae import clips, explore, metrics
 from vae.checkpoint import CheckpointError
-from vae.compare import compare
+from vae.compare import compare, joined_db
+from vae.generate import reconstruct_audio, to_wave
+from vae.latents import load_latent_stats
 from vae.workspace import Workspace
 
 # ---------------------------------------------------------------------------- preprocessing.stores
@@ -127,8 +130,13 @@ def test_clip_audio_falls_back_to_the_spectrogram(tiny_store, tmp_path):
     shutil.copytree(tiny_store.path, copy)
     cfg = copy / "config.json"
     cfg.write_text(cfg.read_text().replace(str(tiny_store.meta["input"]), "/gone/away"))
+    torch.manual_seed(0)  # Griffin-Lim starts from random phase
     wave, _, from_source = clip_audio(Store(copy), 0, n_iter=2)
-    assert not from_source and wave.shape == (TINY.n_samples,) and np.isfinite(wave).all()
+    assert not from_source and wave.shape == (TINY.n_samples,)
+    # the stored spectrogram (in its dB range) through Griffin-Lim
+    torch.manual_seed(0)
+    expected = to_audio(torch.from_numpy(clip_db(tiny_store, 0)[0]), TINY, phase="griffinlim", n_iter=2)
+    np.testing.assert_array_equal(wave, expected.numpy())
 
 
 # ---------------------------------------------------------------------------- vae.workspace
@@ -144,7 +152,7 @@ def test_workspace_lists_and_defaults(tmp_path, fsdd_dir, trained):
     assert not any("No trained model" in n for n in ws.missing())
     ck = ws.load(ws.default_checkpoint())
     assert ws.load(ws.default_checkpoint()) is ck  # cached
-    assert ws.latent_stats(ws.default_checkpoint()) is not None
+    assert torch.equal(ws.latent_stats(ws.default_checkpoint()).codes, load_latent_stats(trained[0]).codes)
     run = ws.new_run_dir("r1")
     (run / "last").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="already exists"):
@@ -174,9 +182,11 @@ def test_workspace_wav_files(tmp_path):
 
     data, sr = sf.read(path)
     assert sr == 8000 and len(data) == 800 and data.max() <= 1.0  # clipped, not wrapped
-    for k in range(405):
-        ws.wav(np.zeros(10, np.float32), 8000, f"x{k}")
-    assert len(list(ws.audio_dir.iterdir())) <= 400
+    paths = [ws.wav(np.zeros(10, np.float32), 8000, f"x{k}") for k in range(405)]
+    # the newest 400 files are kept, the older ones (the first file and the 5 after it) removed
+    assert len(list(ws.audio_dir.iterdir())) == 400
+    assert not Path(path).exists() and not any(Path(p).exists() for p in paths[:5])
+    assert all(Path(p).is_file() for p in paths[5:])
 
 
 # ---------------------------------------------------------------------------- vae.clips
@@ -209,13 +219,36 @@ def test_compare_shares_the_colour_scale_and_measures(tiny_ckpt):
     clip = clips.Clip(wave, TINY.sample_rate, "two")
     c = compare(tiny_ckpt, clip, "griffinlim", 2)
     assert len(c.original) == len(c.reconstruction) == len(c.phase_only) == len(wave)
+    assert c.n_windows == 3 and c.n_iter == 2
     assert c.original_db.shape == c.reconstruction_db.shape == (TINY.n_freq, c.n_windows * TINY.n_frames)
     assert c.vmin == pytest.approx(30.0 - TINY.top_db) and c.vmax == pytest.approx(30.0)
-    assert c.lsd_db > 0 and c.spectral_convergence > 0 and c.phase_only_lsd_db >= 0
+    assert c.lsd_db > 0 and c.spectral_convergence > 0 and c.phase_only_lsd_db > 0
     assert c.phase_only_lsd_db < c.lsd_db  # an untrained model is worse than phase recovery alone
     assert "log-spectral distance" in c.metrics_markdown() and "2 Griffin-Lim" in c.metrics_markdown()
-    z = compare(tiny_ckpt, clip, "zero")
+    assert compare(tiny_ckpt, clip, "griffinlim").n_iter == TINY.griffinlim_iters  # the model's default
+
+
+def test_compare_is_the_library_reconstruction_and_its_metrics(tiny_ckpt):
+    """Zero phase (deterministic): every figure and sound is what vae.generate and vae.metrics give."""
+    wave = np.concatenate([digit_sound(1, 0, 0), digit_sound(0, 1, 0)])
+    sr = TINY.sample_rate
+    z = compare(tiny_ckpt, clips.Clip(wave, sr, "two"), "zero")
+    recon, a, x_hat = reconstruct_audio(tiny_ckpt, wave, "zero")
+    phase_only = to_wave(tiny_ckpt, a.specs, a.ranges, "zero")[: len(wave)] / a.gain
+    np.testing.assert_array_equal(z.original, wave)
+    np.testing.assert_array_equal(z.reconstruction, recon)
+    np.testing.assert_allclose(z.phase_only, phase_only, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(z.original_db, joined_db(a.specs, a.ranges))
+    np.testing.assert_array_equal(z.reconstruction_db, joined_db(x_hat, a.ranges))
+    assert z.lsd_db == metrics.log_spectral_distance(wave, recon, sr)
+    assert z.spectral_convergence == metrics.spectral_convergence(wave, recon, sr)
+    assert z.phase_only_lsd_db == pytest.approx(metrics.log_spectral_distance(wave, phase_only, sr), abs=1e-6)
+    assert z.phase_only_sc == pytest.approx(metrics.spectral_convergence(wave, phase_only, sr), abs=1e-7)
     assert z.n_iter is None and "zero phase" in z.metrics_markdown()
+    # the table shows those figures, each in its row
+    rows = z.metrics_markdown().split("\n")
+    assert f"| {z.lsd_db:.2f} | {z.spectral_convergence:.3f} |" in next(r for r in rows if "VAE" in r)
+    assert f"| {z.phase_only_lsd_db:.2f} | {z.phase_only_sc:.3f} |" in next(r for r in rows if "phase method only" in r)
 
 
 def test_compare_errors(tiny_ckpt):
@@ -259,9 +292,15 @@ def test_pick_on_map_loads_the_clicked_clip(studio):
     px, py = geom.to_pixels(m.xy)[4]
     out = studio.pick_on_map(ck, state, "griffinlim", 2, gr.SelectData(None, {"index": [px, py], "value": None}))
     n = len([s for s in out[:6] if s.get("visible")])
-    values, _ = explore.to_sliders(studio.ws.latent_stats(ck), m.codes[4], n)
-    assert [s["value"] for s in out[:n]] == pytest.approx(values)
-    assert out[10].endswith(")") or m.names[4] in out[10]
+    stats = studio.ws.latent_stats(ck)
+    values, residual = explore.to_sliders(stats, m.codes[4], n)
+    assert [s["value"] for s in out[:n]] == pytest.approx(values) and out[6] == pytest.approx(residual.tolist())
+    # sliders and residual together stand for the picked clip's code
+    torch.testing.assert_close(slider_code(stats, [s["value"] for s in out[:n]], out[6]), m.codes[4],
+                               atol=2e-3, rtol=0)
+    label = f" (label {m.labels[4]})" if m.labels[4] is not None else ""
+    assert out[10] == f"Picked **{m.names[4]}**{label}"
+    assert out[11] is None  # saved codes have no store to play the original from
     assert out[9].shape[2] == 3  # the map redrawn with the pick highlighted
     with pytest.warns(UserWarning, match="No clip there"):
         missed = studio.pick_on_map(ck, state, "griffinlim", 2,
@@ -271,10 +310,36 @@ def test_pick_on_map_loads_the_clicked_clip(studio):
         studio.pick_on_map(ck, None, "griffinlim", 2, gr.SelectData(None, {"index": [0, 0], "value": None}))
 
 
-def test_explore_move_tolerates_state_from_another_model(studio):
+def test_explore_move_tolerates_state_from_another_model(studio, monkeypatch):
     ck = studio.initial_checkpoint
+    stats = studio.ws.latent_stats(ck)
+    codes, _ = spy_render(monkeypatch)
     img, wav = studio.explore_move(ck, [0.0] * 99, 0.5, 0, 0, 0, 0, 0, "griffinlim", 2)
     assert img.shape[2] == 3 and Path(wav).is_file()
+    # a residual of the wrong size is dropped: the code is the mean moved by slider 1 alone
+    torch.testing.assert_close(codes[-1], stats.mean + 0.5 * stats.component_sd[0] * stats.components[0],
+                               atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("which", ["first", "last"])
+def test_explore_move_puts_each_slider_on_its_own_direction(studio, monkeypatch, which):
+    """Slider k at v, the others at 0: code = mean + residual + v * component_sd[k] * components[k],
+    for the first and the last visible slider (catches ignored values and values shifted by one)."""
+    ck = studio.initial_checkpoint
+    model, stats = studio.ws.load(ck), studio.ws.latent_stats(ck)
+    n = len(explore.slider_specs(stats))
+    assert n >= 2
+    k = 0 if which == "first" else n - 1
+    codes, render = spy_render(monkeypatch)
+    _, residual = explore.to_sliders(stats, stats.codes[0], n)  # a real clip's residual, not zero
+    values = [0.0] * explore.MAX_SLIDERS
+    studio.explore_move(ck, residual.tolist(), *values, "zero", 1)
+    torch.testing.assert_close(codes[-1], stats.mean + residual, atol=1e-6, rtol=0)
+    values[k] = 1.5
+    _, wav = studio.explore_move(ck, residual.tolist(), *values, "zero", 1)
+    expected = stats.mean + residual + 1.5 * stats.component_sd[k] * stats.components[k]
+    torch.testing.assert_close(codes[-1], expected, atol=1e-6, rtol=0)
+    assert_same_sound(read_audio(wav)[0], render(model, expected, "zero").wave, f"slider {k + 1}")
 
 
 def test_download_fsdd_offline_error_is_a_message(studio, monkeypatch):
@@ -302,8 +367,37 @@ def test_poll_skips_when_nothing_changed(studio):
     first = studio.poll_training(-1, -1)
     assert "No training job" in first[0]
     again = studio.poll_training(first[-2], first[-1])
-    assert all(isinstance(x, dict) and x.get("__type__") == "update" for x in again)
+    assert len(again) == 10 and all(isinstance(x, dict) and x.get("__type__") == "update" for x in again)
 
 
-def test_torch_untouched_by_import():
-    assert torch.get_num_threads() >= 1
+def test_torch_threads_option_sets_torch_threads(monkeypatch, tmp_path):
+    """``--torch-threads N`` sets torch to N threads before serving; importing the app changes nothing."""
+    import importlib
+    import os
+
+    import app
+
+    launched: list[dict] = []
+
+    class Demo:
+        def queue(self, **kwargs):
+            return self
+
+        def launch(self, **kwargs):
+            launched.append(kwargs)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        importlib.reload(app)  # module-level code runs again: it must leave the thread count alone
+        assert torch.get_num_threads() == 3
+        monkeypatch.setattr(app, "create_app", lambda ws, checkpoint=None: (Demo(), None))
+        for n in (2, 5):
+            assert app.main(["--torch-threads", str(n), "--data-dir", str(tmp_path), "--port", "7999"]) == 0
+            assert torch.get_num_threads() == n
+        assert app.main(["--torch-threads", "0", "--data-dir", str(tmp_path)]) == 0  # 0: torch's own choice
+        assert torch.get_num_threads() == 5
+    finally:
+        torch.set_num_threads(before)
+    assert [kw["server_port"] for kw in launched] == [7999, 7999, 7860]
+    assert app.parse_args([]).torch_threads == max(1, (os.cpu_count() or 2) // 2)

@@ -7,13 +7,21 @@ and that errors arrive as readable messages.
 
 from __future__ import annotations
 
+import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
-from app_helpers import launch, make_workspace, read_audio, wait_for
+import torch
+from app_helpers import LSB, assert_same_sound, launch, make_workspace, read_audio, slider_code, spy_render, wait_for
 from conftest import TINY
 from PIL import Image
+
+from preprocessing.store import Store
+from vae import explore, metrics
+from vae.clips import from_file, from_store
+from vae.compare import compare
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -71,12 +79,18 @@ def test_first_launch_preselects_shipped_model_and_example(server, client):
     app = server["app"]
     assert app.initial_checkpoint == str(server["ws"].checkpoints_dir / "digits")
     example = server["ws"].default_example(app.initial_checkpoint)
-    assert example is not None
-    out = client.predict(app.initial_checkpoint, example, "griffinlim", 8, api_name="/initial_reconstruction")
-    orig_img, orig_wav, rec_img, rec_wav, phase_only, metrics, _info = out
+    assert Path(example).name == "0_alice_0.wav"
+    out = client.predict(app.initial_checkpoint, example, "zero", 8, api_name="/initial_reconstruction")
+    orig_img, orig_wav, rec_img, rec_wav, phase_only, shown, info = out
     assert image_size(orig_img)[0] > 200 and image_size(rec_img)[0] > 200
-    assert len(check_audio(orig_wav)) == len(check_audio(rec_wav)) == len(check_audio(phase_only))
-    assert "log-spectral distance" in metrics
+    # exactly what the library makes of that example (zero phase: deterministic)
+    ck = server["ws"].load(app.initial_checkpoint)
+    c = compare(ck, from_file(example, TINY.sample_rate, min_samples=TINY.n_fft), "zero", 8)
+    assert_same_sound(check_audio(orig_wav), c.original, "original")
+    assert_same_sound(check_audio(rec_wav), c.reconstruction, "reconstruction")
+    assert_same_sound(check_audio(phase_only), c.phase_only, "phase only")
+    assert shown == c.metrics_markdown()
+    assert info.startswith("**0_alice_0.wav**, 0.30 s at 8000 Hz")
 
 
 def test_fresh_clone_without_model_or_data(tmp_path):
@@ -92,7 +106,9 @@ def test_fresh_clone_without_model_or_data(tmp_path):
         assert httpx.get(url, timeout=30).status_code == 200
         c = Client(url, verbose=False)
         assert c.predict(None, "griffinlim", 8, api_name="/explore_setup")[0].startswith("ℹ️")
-        assert c.predict(None, None, "griffinlim", 8, api_name="/initial_reconstruction") is not None
+        # no model and no example: the Reconstruct tab stays empty
+        skipped = c.predict(None, None, "griffinlim", 8, api_name="/initial_reconstruction")
+        assert skipped == ({"__type__": "update"},) * 7  # gr.skip(): nothing shown is replaced
         with pytest.raises(AppError, match="no model selected"):
             c.predict(None, "origin", None, None, 1.0, "griffinlim", 8, api_name="/explore_start")
     finally:
@@ -162,8 +178,13 @@ def test_train_one_epoch_then_busy_stop_resume(server, store, client):
     progress, loss, recon, kl, prev_img, prev_aud, prev_rimg, prev_raud = _status(url)
     assert "finished" in progress
     assert loss["columns"] == ["epoch", "value", "curve"]
-    assert {row[2] for row in loss["data"]} == {"training", "validation"}
-    assert all(np.isfinite(row[1]) for plot in (loss, recon, kl) for row in plot["data"])
+    # the curves are the job's own figures, epoch by epoch
+    for plot, key in ((loss, "loss"), (recon, "recon"), (kl, "kl")):
+        expected = [[h["epoch"], h[part][key], curve] for h in final.history
+                    for part, curve in (("train", "training"), ("val", "validation"))]
+        shown = {(row[0], row[2]): row[1] for row in plot["data"]}
+        assert shown == pytest.approx({(e, c): v for e, v, c in expected}, rel=1e-6), key
+        assert len(plot["data"]) == len(expected)
     assert image_size(prev_img)[0] > 200 and image_size(prev_rimg)[0] > 200
     check_audio(prev_aud, TINY.n_samples)
     check_audio(prev_raud, TINY.n_samples)
@@ -202,8 +223,11 @@ def test_train_errors_are_messages(server, client, store):
         client.predict(None, "default", "", 1, 8, 1e-3, 4, 0.1, "cpu", api_name="/start_training")
     with pytest.raises(AppError, match="lr must be positive"):
         client.predict(store, "default", "x", 1, 8, 0.0, 4, 0.1, "cpu", api_name="/start_training")
-    with pytest.raises(AppError, match="already exists"):
-        client.predict(store, "default", "run1", 1, 8, 1e-3, 4, 0.1, "cpu", api_name="/start_training")
+    taken = server["ws"].runs_dir / "taken"  # a run folder with something in it (made here: no test order)
+    taken.mkdir(parents=True, exist_ok=True)
+    (taken / "config.json").write_text("{}")
+    with pytest.raises(AppError, match="a run named 'taken' already exists"):
+        client.predict(store, "default", "taken", 1, 8, 1e-3, 4, 0.1, "cpu", api_name="/start_training")
 
 
 # ---------------------------------------------------------------------------- reconstruct
@@ -213,17 +237,37 @@ def test_reconstruct_from_store_and_random_and_upload(server, client, store):
     ck = server["app"].initial_checkpoint
     client.predict(ck, None, None, api_name="/refresh_reconstruct")
     first = client.predict(store, api_name="/store_clips")["value"]
-    out = client.predict(ck, "store", None, store, first, None, "griffinlim", 8, api_name="/reconstruct")
+    out = client.predict(ck, "store", None, store, first, None, "zero", 8, api_name="/reconstruct")
     assert image_size(out[0]) == image_size(out[2])
-    a, b = check_audio(out[1]), check_audio(out[3])
-    assert len(a) == len(b)
-    assert "0." in out[5] or "1." in out[5]
+    orig, recon = check_audio(out[1]), check_audio(out[3])
+    # the sounds and figures are the library's for that clip (zero phase: deterministic) ...
+    clip = from_store(Store(store), first, TINY.sample_rate)
+    c = compare(server["ws"].load(ck), clip, "zero", 8)
+    assert_same_sound(orig, clip.wave, "original")
+    assert_same_sound(recon, c.reconstruction, "reconstruction")
+    assert out[5] == c.metrics_markdown()
+    # ... and the figures shown measure the two sounds served
+    lsd, sc = shown_metrics(out[5])
+    assert lsd == pytest.approx(metrics.log_spectral_distance(orig, recon, TINY.sample_rate), abs=0.02)
+    assert sc == pytest.approx(metrics.spectral_convergence(orig, recon, TINY.sample_rate), abs=0.002)
     out = client.predict(ck, "random", None, store, None, None, "zero", 8, api_name="/reconstruct")
-    check_audio(out[3])
+    st = Store(store)
+    test_clips = {st.clip_name(i): i for i in st.indices("test")}
+    name = re.match(r"\*\*(.+?)\*\*", out[6]).group(1)
+    assert name in test_clips  # a random clip of the test split
+    c = compare(server["ws"].load(ck), from_store(st, test_clips[name], TINY.sample_rate), "zero", 8)
+    assert_same_sound(check_audio(out[3]), c.reconstruction, name)
     upload = handle_file(str(server["fsdd"] / "1_bob_5.wav"))
     out = client.predict(ck, "upload", None, None, None, upload, "griffinlim", 4, api_name="/reconstruct")
     assert len(check_audio(out[1])) == len(check_audio(out[3])) == 2400  # the file's own length
     assert "1_bob_5.wav" in out[6]
+
+
+def shown_metrics(markdown: str) -> tuple[float, float]:
+    """(log-spectral distance, spectral convergence) from the VAE row of the metrics table."""
+    m = re.search(r"\| \*\*VAE reconstruction\*\*[^|]*\| ([0-9.]+) \| ([0-9.]+) \|", markdown)
+    assert m, markdown
+    return float(m.group(1)), float(m.group(2))
 
 
 def test_reconstruct_errors_are_messages(server, client, tmp_path):
@@ -240,40 +284,72 @@ def test_reconstruct_errors_are_messages(server, client, tmp_path):
 # ---------------------------------------------------------------------------- explore
 
 
-def test_explore_sliders_move_the_sound(server, client):
-    ck = server["app"].initial_checkpoint
-    setup = client.predict(ck, "griffinlim", 8, api_name="/explore_setup")
+def test_explore_sliders_move_the_sound(server, client, monkeypatch):
+    """Zero phase throughout, so a sound is a function of the slider values alone: the same values
+    give the same sound, and each slider moves the code along its own direction, by its own SD."""
+    path = server["app"].initial_checkpoint
+    ck, stats = server["ws"].load(path), server["ws"].latent_stats(path)
+    codes, render = spy_render(monkeypatch)
+    setup = client.predict(path, "zero", 8, api_name="/explore_setup")
     info, sliders = setup[0], setup[1:7]
     assert "sliders" in info
-    visible = [s for s in sliders if s.get("visible")]
-    assert 1 <= len(visible) <= 4  # latent_dim 4: at most four directions
-    check_audio(setup[8], TINY.n_samples)
+    n = len(explore.slider_specs(stats))
+    assert 2 <= n <= 4  # latent_dim 4: at most four directions; the test needs a first and a last
+    assert [bool(s.get("visible")) for s in sliders] == [True] * n + [False] * (6 - n)
+    # the sliders start at the origin: its coordinates, and the rest of it kept as the residual
+    origin_values, residual = explore.to_sliders(stats, torch.zeros(ck.model_cfg.latent_dim), n)
+    assert [s["value"] for s in sliders[:n]] == pytest.approx(origin_values, abs=1e-9)
     values = [s.get("value", 0) for s in sliders]
-    _, wav0 = client.predict(ck, *values, "griffinlim", 8, api_name="/explore_move")
-    moved = list(values)
-    moved[0] = 2.5
-    img1, wav1 = client.predict(ck, *moved, "griffinlim", 8, api_name="/explore_move")
-    w0, w1 = check_audio(wav0, TINY.n_samples), check_audio(wav1, TINY.n_samples)
-    assert image_size(img1)[0] > 200
-    assert not np.allclose(w0, w1)
-    _, wav2 = client.predict(ck, *moved, "zero", 8, api_name="/explore_release")
-    check_audio(wav2, TINY.n_samples)
-    start = client.predict(ck, "prior", None, None, 0.5, "griffinlim", 8, api_name="/explore_start")
+    origin = check_audio(setup[8], TINY.n_samples)
+
+    def move(vals, api="/explore_move"):
+        img, wav = client.predict(path, *vals, "zero", 8, api_name=api)
+        assert image_size(img)[0] > 200
+        return check_audio(wav, TINY.n_samples), codes[-1]
+
+    w0, z0 = move(values)
+    assert np.array_equal(w0, origin)  # the sliders where setup left them: the origin's sound
+    w0b, _ = move(values)
+    assert np.array_equal(w0, w0b)  # nothing moved: the same sound
+    torch.testing.assert_close(z0, slider_code(stats, values[:n], residual), atol=1e-6, rtol=0)
+    for k in (0, n - 1):
+        moved = list(values)
+        moved[k] += 1.0
+        wk, zk = move(moved)
+        # +1 on slider k moves the code by component_sd[k] * components[k], nothing else
+        torch.testing.assert_close(zk - z0, stats.component_sd[k] * stats.components[k], atol=1e-5, rtol=0)
+        expected = slider_code(stats, moved[:n], residual)
+        torch.testing.assert_close(zk, expected, atol=1e-6, rtol=0)
+        assert_same_sound(wk, render(ck, expected, "zero").wave, f"slider {k + 1}")
+        assert np.abs(wk - w0).max() > 50 * LSB, f"moving slider {k + 1} did not change the sound"
+        # letting go renders the same position (with the final settings)
+        released, zr = move(moved, "/explore_release")
+        assert np.array_equal(released, wk) and torch.equal(zr, zk)
+    hidden = list(values)
+    hidden[n] = 2.0  # a slider that is not shown has no direction: no effect
+    wh, zh = move(hidden)
+    assert torch.equal(zh, z0) and np.array_equal(wh, w0)
+    _, wav = client.predict(path, *values, "griffinlim", 8, api_name="/explore_release")
+    check_audio(wav, TINY.n_samples)
+    start = client.predict(path, "prior", None, None, 0.5, "griffinlim", 8, api_name="/explore_start")
     assert all(-3 <= s["value"] <= 3 for s in start[:6] if s.get("visible"))
 
 
 def test_interpolate_gives_strip_and_audio_per_step(server, client):
     ck = server["app"].initial_checkpoint
-    client.predict(ck, "griffinlim", 8, api_name="/explore_setup")
-    strip, whole, _, first = client.predict(ck, "label:0", "label:1", 5, "griffinlim", 8,
-                                                api_name="/interpolate")
+    client.predict(ck, "zero", 8, api_name="/explore_setup")
+    strip, whole, _, first = client.predict(ck, "label:0", "label:1", 5, "zero", 8, api_name="/interpolate")
     w, h = image_size(strip)
     assert w > h > 100
+    # the library's five steps from the mean code of label 0 to that of label 1 (zero phase: deterministic)
+    stats = server["ws"].latent_stats(ck)
+    steps = explore.interpolation(server["ws"].load(ck), stats.label_means[0], stats.label_means[1], 5, "zero")
     gap = int(0.15 * TINY.sample_rate)
-    check_audio(whole, 5 * TINY.n_samples + 4 * gap)
-    check_audio(first, TINY.n_samples)
+    assert_same_sound(check_audio(whole, 5 * TINY.n_samples + 4 * gap),
+                      explore.join_waves([r.wave for r in steps], TINY.sample_rate), "all steps")
+    assert_same_sound(check_audio(first, TINY.n_samples), steps[0].wave, "step 1")
     third = client.predict(3, api_name="/interpolation_step")
-    check_audio(third, TINY.n_samples)
+    assert_same_sound(check_audio(third, TINY.n_samples), steps[2].wave, "step 3")
     with pytest.raises(AppError, match=r"greater than maximum|does not exist"):
         client.predict(9, api_name="/interpolation_step")
     with pytest.raises(AppError):

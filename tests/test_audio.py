@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 from conftest import SR, tone, write_wav
 
-from preprocessing.audio import AudioError, fit_length, is_silent, load_audio, save_wav, windows
+from preprocessing.audio import AudioError, fit_length, is_silent, load_audio, peak, save_wav, windows
 
 
 def test_load_mixes_to_mono_and_resamples(tmp_path):
@@ -30,7 +30,36 @@ def test_bad_files_raise_audio_error_naming_file(tmp_path, name, content, reason
     with pytest.raises(AudioError) as e:
         load_audio(path, SR)
     assert reason in e.value.reason
-    assert name in str(e.value)
+    assert name in str(e.value) and e.value.path == str(path)
+    assert str(e.value) == f"{path}: {e.value.reason}"
+
+
+def test_reasons_say_exactly_what_is_wrong(tmp_path, monkeypatch):
+    def reason(path, **kw):
+        with pytest.raises(AudioError) as e:
+            load_audio(path, SR, **kw)
+        assert e.value.path == str(path)
+        return e.value.reason
+
+    (tmp_path / "empty.wav").write_bytes(b"")
+    assert reason(tmp_path / "empty.wav") == "empty file (0 bytes)"
+    (tmp_path / "text.wav").write_text("this is not audio at all\n")
+    # soundfile's own explanation is passed on
+    assert reason(tmp_path / "text.wav") == (f"not readable as audio (Error opening {str(tmp_path / 'text.wav')!r}: "
+                                             "Format not recognised.)")
+    sf.write(str(tmp_path / "header_only.wav"), np.zeros(0, np.float32), SR)  # a valid WAV of 0 frames
+    assert reason(tmp_path / "header_only.wav") == "contains no samples"
+    bad = tone(300)
+    bad[5] = np.nan
+    assert reason(write_wav(tmp_path / "nan.wav", bad, subtype="FLOAT")) == "contains NaN or infinite samples"
+    short = write_wav(tmp_path / "short.wav", tone(300)[:40])
+    assert reason(short, min_samples=64) == "too short: 0.005s, less than one STFT frame (64 samples at 8000 Hz)"
+
+    def fails_silently(*args, **kwargs):
+        raise RuntimeError()
+
+    monkeypatch.setattr(sf, "read", fails_silently)  # an error without a message: its type is named instead
+    assert reason(short) == "not readable as audio (RuntimeError)"
 
 
 def test_missing_file(tmp_path):
@@ -57,6 +86,9 @@ def test_too_short(tmp_path):
 def test_silence_threshold():
     assert is_silent(np.zeros(100)) and is_silent(np.full(100, 5e-5))
     assert not is_silent(tone(100, amp=0.01))
+    assert not is_silent(np.array([0.0, -1e-4]))  # exactly -80 dBFS is not silent
+    assert peak(np.array([0.2, -0.7, 0.5])) == pytest.approx(0.7)
+    assert peak(np.zeros(0)) == 0.0 and is_silent(np.zeros(0))
 
 
 def test_fit_length_crops_and_pads():
@@ -76,6 +108,8 @@ def test_windows_all_and_first():
     assert [o for o, _ in windows(x, 300, "first")] == [0]
     (_, short), = windows(x[:10], 300, "all")
     assert short.shape == (300,) and short[10:].max() == 0
+    (_, head), = windows(x[:420], 300, "all")  # 1.4 windows: the tail is under half a window
+    np.testing.assert_array_equal(head, x[:300])
 
 
 def test_save_wav_clips_and_round_trips(tmp_path):
@@ -84,3 +118,33 @@ def test_save_wav_clips_and_round_trips(tmp_path):
     back, sr = sf.read(str(path), dtype="float32")
     assert sr == SR and sf.info(str(path)).subtype == "PCM_16"
     np.testing.assert_allclose(back, [0.0, 0.5, -0.5, 1.0, 0.0], atol=1e-4)
+
+
+def test_audio_error_keeps_the_path_and_reason(tmp_path):
+    path = tmp_path / "gone.wav"
+    with pytest.raises(AudioError) as e:
+        load_audio(path, SR)
+    assert e.value.path == str(path)
+    assert str(e.value).startswith(f"{path}: cannot read file (")
+    assert e.value.reason == "cannot read file (No such file or directory)"
+
+
+def test_unsupported_format_lists_the_supported_ones(tmp_path):
+    path = tmp_path / "clip.mid"
+    path.write_bytes(b"MThd")
+    supported = r"\.wav, \.flac, \.ogg, \.mp3, \.aiff, \.aif"
+    with pytest.raises(AudioError, match=rf"unsupported format '\.mid'; use one of {supported}$"):
+        load_audio(path, SR)
+
+
+def test_one_sample_is_enough_by_default(tmp_path):
+    path = write_wav(tmp_path / "one.wav", np.array([0.25], np.float32), subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(path, SR), [0.25])
+
+
+def test_save_wav_makes_folders_and_writes_next_to_other_files(tmp_path):
+    save_wav(tmp_path / "a" / "b" / "one.wav", np.full(10, -2.0, np.float32), SR)
+    save_wav(tmp_path / "a" / "b" / "two.wav", np.zeros(10, np.float32), SR)
+    back, _ = sf.read(str(tmp_path / "a" / "b" / "one.wav"), dtype="float32")
+    np.testing.assert_allclose(back, -1.0)  # clipped at full scale
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["one.wav", "two.wav"]

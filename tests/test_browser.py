@@ -1,18 +1,26 @@
 """Browser test: Chromium (Debian's, via Playwright's sync API) against the running app.
 
 Opens the page, visits every tab (a screenshot of each goes to ``test-output/screenshots/``), runs
-a reconstruction, drags a latent slider and waits for the audio source to change, and checks that
-no error toast appeared. Skips only when no Chromium is installed; never downloads a browser.
+a reconstruction, drags a latent slider and checks that the sound served is the one for the slider
+values the page shows (zero phase, so a sound depends on those values alone), and checks that no
+error toast appeared. Skips only when no Chromium is installed; never downloads a browser.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from app_helpers import launch, make_workspace
+import soundfile as sf
+import torch
+from app_helpers import LSB, launch, make_workspace, slider_code
+
+from vae import explore
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-output" / "screenshots"
@@ -41,15 +49,16 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory, fsdd_dir, trained):
+def server(tmp_path_factory, fsdd_dir, trained):
     ws = make_workspace(tmp_path_factory.mktemp("browser"), fsdd_dir, trained[0])
-    demo, _, url = launch(ws)
-    yield url
+    demo, app, url = launch(ws)
+    yield {"url": url, "ws": ws, "ckpt": app.initial_checkpoint}
     demo.close()
 
 
 @pytest.fixture(scope="module")
-def page(url):
+def page(server):
+    url = server["url"]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -96,12 +105,50 @@ def test_reconstruction_runs(page):
     assert error_toasts(page) == []
 
 
-def test_dragging_a_slider_changes_the_sound(page):
+# The exact value of each shown slider: its number box (the range input rounds to the slider's step).
+VALUES_JS = ("() => [...Array(6).keys()].map(k => document.querySelector(`#ex-slider-${k + 1}`))"
+             ".filter(e => e && e.offsetParent !== null)"
+             ".map(e => parseFloat(e.querySelector('input[type=number]').value))")
+ZERO_PHASE = "Zero phase (the study's inverse STFT)"
+
+
+def served_sound(pg, elem_id: str) -> np.ndarray:
+    """The samples of the file an Audio component offers (fetched as the browser would)."""
+    href = audio_src(pg, elem_id)
+    assert href, f"#{elem_id} has no audio"
+    data, _ = sf.read(io.BytesIO(pg.request.get(href).body()), dtype="float32")
+    return data
+
+
+def wait_for_sound_of_sliders(pg, server, timeout: float = 30.0) -> tuple[list[float], np.ndarray]:
+    """Poll until the Explore player holds the sound of the slider values shown (zero phase, from the
+    origin's residual); return (values, sound). Fails if it never does, e.g. when the values shown
+    never reach the server, or reach it shifted."""
+    ck, stats = server["ws"].load(server["ckpt"]), server["ws"].latent_stats(server["ckpt"])
+    _, residual = explore.to_sliders(stats, torch.zeros(ck.model_cfg.latent_dim), len(explore.slider_specs(stats)))
+    end, err, values = time.monotonic() + timeout, None, None
+    while time.monotonic() < end:
+        values = pg.evaluate(VALUES_JS)
+        assert len(values) == len(explore.slider_specs(stats))
+        expected = np.clip(explore.render(ck, slider_code(stats, values, residual), "zero").wave, -1, 1)
+        got = served_sound(pg, "ex-audio")
+        err = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+        if err <= 1.5 * LSB and pg.evaluate(VALUES_JS) == values:
+            return values, got
+        pg.wait_for_timeout(200)
+    raise AssertionError(f"the sound never matched the sliders {values} (off by {err / LSB:.0f} LSB)")
+
+
+def test_dragging_a_slider_changes_the_sound(page, server):
     page.get_by_role("tab", name="Explore").click()
     slider = page.locator("#ex-slider-1 input[type=range]")
     slider.wait_for(state="visible", timeout=30000)
     page.wait_for_function(f"({SRC_JS})('ex-audio')", timeout=30000)
-    before = audio_src(page, "ex-audio")
+    # deterministic phase, then back to the start point: the origin, rendered with it
+    page.get_by_text("Sound quality").click()
+    page.get_by_label(ZERO_PHASE).filter(visible=True).check()
+    page.get_by_role("button", name="Go to start point").click()
+    start_values, start = wait_for_sound_of_sliders(page, server)
     slider.scroll_into_view_if_needed()
     box = slider.bounding_box()
     y = box["y"] + box["height"] / 2
@@ -110,11 +157,15 @@ def test_dragging_a_slider_changes_the_sound(page):
     for k in range(1, 9):  # drag to the right in steps, as a person would
         page.mouse.move(box["x"] + box["width"] * (0.5 + 0.05 * k), y, steps=2)
         page.wait_for_timeout(80)
-    # the sound changes while the slider is still held down
-    page.wait_for_function(f"({SRC_JS})('ex-audio') !== {before!r}", timeout=20000)
     page.mouse.up()
-    page.wait_for_timeout(1000)
-    assert audio_src(page, "ex-audio") != before
+    # the sound now is the one for the values shown, which differ from the start in slider 1 only
+    values, dragged = wait_for_sound_of_sliders(page, server)
+    assert values[0] > start_values[0] + 0.5 and values[1:] == start_values[1:]
+    assert np.abs(dragged - start).max() > 50 * LSB
     page.screenshot(path=str(SHOTS / "explore-dragged.png"), full_page=True)
+    # back to the start point: the same values give the very same sound again
+    page.get_by_role("button", name="Go to start point").click()
+    values, again = wait_for_sound_of_sliders(page, server)
+    assert values == start_values and np.array_equal(again, start)
     assert error_toasts(page) == []
     assert page.errors == []

@@ -1,21 +1,26 @@
 """Checkpoints: safetensors + JSON round trip, and helpful errors for malformed ones (vae.checkpoint)."""
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 import torch
 from conftest import tiny_model_cfg
+from safetensors.torch import load_file
 
+from vae import checkpoint as checkpoint_module
 from vae.checkpoint import (
     FORMAT,
     CheckpointError,
+    atomic_write,
     export_checkpoint,
     find_checkpoints,
     load_checkpoint,
     load_training_state,
     save_checkpoint,
 )
+from vae.config import TrainConfig
 from vae.generate import decode
 from vae.model import VAE
 
@@ -160,6 +165,64 @@ def test_no_temporary_files_left(saved):
     assert not [p for p in d.iterdir() if p.name.startswith(".")]
 
 
+class _Crash(Exception):
+    pass
+
+
+def _half_then_crash(data: bytes):
+    """A writer that writes the first half of ``data`` to the path it is given, then fails."""
+    def write(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise _Crash("disk full")
+    return write
+
+
+def test_atomic_write_failing_half_way_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "f.bin"
+    atomic_write(path, lambda p: p.write_bytes(b"old contents"))
+    assert path.read_bytes() == b"old contents"
+    with pytest.raises(_Crash):
+        atomic_write(path, _half_then_crash(b"new contents that never completes"))
+    assert path.read_bytes() == b"old contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]  # the partial temporary file is gone
+    with pytest.raises(_Crash):  # no previous file: none appears
+        atomic_write(tmp_path / "g.bin", _half_then_crash(b"0123456789"))
+    assert not (tmp_path / "g.bin").exists()
+    atomic_write(path, lambda p: p.write_bytes(b"new"))
+    assert path.read_bytes() == b"new"
+
+
+def test_failed_save_leaves_the_previous_checkpoint_loadable(saved, monkeypatch):
+    ck, d = saved
+    before = {k: v.clone() for k, v in load_checkpoint(d).model.state_dict().items()}
+    files = {p.name: p.read_bytes() for p in d.iterdir()}
+    other = VAE(tiny_model_cfg())  # different weights
+
+    # the weights fail half-way: the old checkpoint is untouched, file for file
+    monkeypatch.setattr(checkpoint_module, "save_file",
+                        lambda tensors, path: _half_then_crash(files["model.safetensors"])(path))
+    with pytest.raises(_Crash):
+        save_checkpoint(d, other, ck.spec, ck.train_cfg, {"arch": "new"}, training_state={"epoch": 9})
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == files
+    loaded = load_checkpoint(d)
+    assert loaded.meta == {"arch": "tiny"} and load_training_state(d)["epoch"] == 3
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+    # the weights are written, then the training state fails half-way: the old state and config remain
+    monkeypatch.setattr(torch, "save", lambda obj, path: _half_then_crash(files["training_state.pt"])(path))
+    with pytest.raises(_Crash):
+        save_checkpoint(d, other, ck.spec, ck.train_cfg, {"arch": "new"}, training_state={"epoch": 9})
+    monkeypatch.undo()
+    assert sorted(p.name for p in d.iterdir()) == sorted(files)  # no temporary leftovers
+    assert (d / "training_state.pt").read_bytes() == files["training_state.pt"]
+    assert (d / "config.json").read_bytes() == files["config.json"]
+    assert load_training_state(d)["epoch"] == 3
+    assert load_checkpoint(d).meta == {"arch": "tiny"}
+
+
 @pytest.mark.parametrize("half", [False, True])
 def test_export_drops_training_state_and_can_halve_weights(saved, tmp_path, half):
     ck, d = saved
@@ -192,3 +255,110 @@ def test_export_half_refuses_weights_beyond_float16(saved, tmp_path):
         export_checkpoint(d, tmp_path / "out", half=True)
     assert not (tmp_path / "out").exists()
     export_checkpoint(d, tmp_path / "out")  # float32 keeps them
+
+
+def test_config_json_is_indented_for_reading(saved, tmp_path):
+    """config.json is written indented by two spaces (people read and diff it), also when exported."""
+    _, d = saved
+    text = (d / "config.json").read_text()
+    assert text == json.dumps(json.loads(text), indent=2)
+    out = export_checkpoint(d, tmp_path / "shipped")
+    text = (out / "config.json").read_text()
+    assert text == json.dumps(json.loads(text), indent=2)
+
+
+def test_export_into_new_nested_or_existing_folders(saved, tmp_path):
+    _, d = saved
+    nested = export_checkpoint(d, tmp_path / "a" / "b" / "c")
+    assert (nested / "model.safetensors").is_file()
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "notes.txt").write_text("keep")
+    out = export_checkpoint(d, tmp_path / "existing")
+    assert load_checkpoint(out).meta["weights_dtype"] == "float32"
+    assert (out / "notes.txt").read_text() == "keep"
+
+
+def test_export_of_a_config_without_meta(saved, tmp_path):
+    _, d = saved
+    _rewrite_config(d, lambda c: c.pop("meta"))
+    assert load_checkpoint(d).meta == {}
+    out = export_checkpoint(d, tmp_path / "out", half=True)
+    assert load_checkpoint(out).meta == {"weights_dtype": "float16"}
+
+
+def test_export_half_names_the_first_three_overflowing_tensors(saved, tmp_path):
+    ck, d = saved
+    sd = ck.model.state_dict()
+    names = [k for k, v in sd.items() if v.is_floating_point()][:4]
+    with torch.no_grad():
+        for k in names:
+            sd[k].view(-1)[0] = 1e6
+    save_checkpoint(d, ck.model, ck.spec, ck.train_cfg, {})
+    msg = f"{d}: {names[0]}, {names[1]}, {names[2]} do not fit in float16; export without --half"
+    with pytest.raises(CheckpointError) as e:
+        export_checkpoint(d, tmp_path / "out", half=True)
+    assert str(e.value) == msg
+
+
+def test_error_messages_say_what_to_do(saved, tmp_path):
+    _, d = saved
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path / "nowhere")
+    assert str(e.value) == (f"{tmp_path / 'nowhere'} is not a checkpoint: no config.json (train one with "
+                            "`python -m vae train` or pick a folder under checkpoints/)")
+    _rewrite_config(d, lambda c: c["spectrogram"].update(hop_length=16))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(d)
+    assert str(e.value) == f"{d}: model expects 32x64 spectrograms but its spectrogram config gives 32x128"
+
+
+def test_architecture_mismatch_message_is_the_first_three_lines_capped(saved, tmp_path):
+    ck, d = saved
+    deeper = dataclasses.replace(ck.model_cfg, channels=(8, 16, 32, 32), strides=((2, 2),) * 4,
+                                 decoder_channels=(32, 16, 8))
+    other = VAE(deeper)  # an extra block: long lines of unexpected keys
+    save_checkpoint(tmp_path / "other", other, ck.spec, ck.train_cfg, {})
+    shutil.copy(tmp_path / "other" / "model.safetensors", d / "model.safetensors")
+    try:
+        VAE(ck.model_cfg).load_state_dict(load_file(str(d / "model.safetensors")))
+    except RuntimeError as err:
+        lines = str(err).strip().splitlines()
+    detail = " ".join(lines[:3])
+    assert len(lines) > 3 and len(detail) > 400  # guards: both limits apply here
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(d)
+    prefix = f"{d / 'model.safetensors'} does not match the architecture in config.json: "
+    assert str(e.value) == prefix + detail[:400]
+
+
+def test_training_config_round_trips_and_defaults_when_absent(tiny_ckpt, tmp_path):
+    tc = TrainConfig(epochs=3, lr=2e-4, kl_weight=0.5)
+    d = save_checkpoint(tmp_path / "ck", tiny_ckpt.model, tiny_ckpt.spec, tc, {})
+    assert load_checkpoint(d).train_cfg == tc
+    _rewrite_config(d, lambda c: c.pop("training"))  # an older or hand-made checkpoint
+    assert load_checkpoint(d).train_cfg == TrainConfig()
+
+
+def test_load_onto_a_device(saved):
+    _, d = saved
+    ck = load_checkpoint(d, device="meta")  # no memory or compute needed
+    assert ck.device.type == "meta" and not ck.model.training
+
+
+def test_architecture_mismatch_message_joins_three_lines(saved, tmp_path):
+    ck, d = saved
+    save_checkpoint(tmp_path / "other", VAE(tiny_model_cfg(latent_dim=6)), ck.spec, ck.train_cfg, {})
+    shutil.copy(tmp_path / "other" / "model.safetensors", d / "model.safetensors")
+    try:
+        VAE(ck.model_cfg).load_state_dict(load_file(str(d / "model.safetensors")))
+    except RuntimeError as err:
+        lines = str(err).strip().splitlines()
+    assert len(lines) > 3 and len(" ".join(lines[:3])) < 400  # guard: the fourth line would fit
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(d)
+    assert str(e.value).endswith(": " + " ".join(lines[:3]))
+
+
+def test_find_checkpoints_skips_missing_roots_anywhere(saved, tmp_path):
+    _, d = saved
+    assert find_checkpoints(tmp_path / "missing", tmp_path) == [d]

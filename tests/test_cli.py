@@ -60,7 +60,11 @@ def test_preprocess_and_train(cli_run, fsdd_dir, capsys):
     store, ck = cli_run
     assert (store / "spectrograms.npy").is_file()
     loaded = load_checkpoint(ck)
-    assert loaded.spec.shape == (32, 64) and loaded.model_cfg.latent_dim == 4 and loaded.meta["epoch"] >= 1
+    assert loaded.spec.shape == (32, 64) and loaded.model_cfg.latent_dim == 4
+    last = load_checkpoint(ck / "last")
+    vals = [h["val"]["loss"] for h in last.meta["history"]]
+    assert last.meta["epoch"] == 2 and loaded.meta["epoch"] == 1 + vals.index(min(vals))  # the best epoch
+    assert (loaded.train_cfg.epochs, loaded.train_cfg.batch_size, loaded.train_cfg.seed) == (2, 8, 1)
     assert (ck / "last" / "training_state.pt").is_file()
     # same parameters again: reused
     assert main(["preprocess", "--input", str(fsdd_dir), "--output", str(store), *TINY_ARGS]) == 0

@@ -1,6 +1,7 @@
 """End to end on tiny synthetic audio: preprocess -> train -> reconstruct -> sample -> evaluate."""
 
 import numpy as np
+import pytest
 import soundfile as sf
 from conftest import SR, TINY, write_fsdd_like
 
@@ -8,7 +9,7 @@ from preprocessing.audio import load_audio, save_wav
 from preprocessing.store import build_store
 from vae.checkpoint import find_checkpoints, load_checkpoint
 from vae.evaluate import evaluate
-from vae.generate import decode, reconstruct_audio, sample, to_wave
+from vae.generate import analyse, decode, reconstruct, reconstruct_audio, sample, to_wave
 from vae.latents import load_latent_stats
 from vae.train import train
 
@@ -42,3 +43,11 @@ def test_end_to_end(tmp_path):
     result = evaluate(ck, tmp_path / "store", n_iter=8, with_stoi=False)
     assert result["n_files"] == 12 and result["split"] == "test" and result["skipped"] == 0
     assert np.isfinite([result["spectrogram_mse"], result["lsd_db"], result["spectral_convergence"]]).all()
+    # the figures are means over the 12 test files (takes 0-4), each cut into two padded windows
+    test_files = [f for f in files if int(f.stem.split("_")[2]) < 5]
+    assert len(test_files) == 12 and result["n_windows"] == 24
+    mses = []
+    for f in test_files:
+        a = analyse(ck, load_audio(f, SR))
+        mses.append(float(((reconstruct(ck, a.specs) - a.specs) ** 2).mean()))
+    assert result["spectrogram_mse"] == pytest.approx(np.mean(mses), abs=1e-5)  # rounded to 5 places

@@ -10,14 +10,23 @@ from conftest import TINY, digit_sound, write_wav
 from vae import explore
 from vae.checkpoint import load_checkpoint
 from vae.clips import Clip
-from vae.generate import decode
-from vae.latents import load_latent_stats
+from vae.generate import analyse, decode, encode, to_wave
+from vae.latents import LatentStats, load_latent_stats
 
 
 @pytest.fixture(scope="module")
 def model(trained):
     out = trained[0]
     return load_checkpoint(out), load_latent_stats(out)
+
+
+def made_stats(d: int = 6, k: int = 4) -> LatentStats:
+    """Statistics with known parts: orthonormal, non-axis directions and a distinct SD for each."""
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(5)))
+    return LatentStats(mean=torch.linspace(-1.0, 1.0, d), components=q.T[:k].contiguous(),
+                       component_sd=torch.tensor([2.0, 1.5, 0.7, 0.3])[:k], explained=torch.full((k,), 1.0 / k),
+                       label_names=[], label_means=torch.zeros(0, d), codes=torch.zeros(0, d), code_labels=[],
+                       code_names=[])
 
 
 def test_prior_stats_shapes():
@@ -58,11 +67,46 @@ def test_slider_values_are_clipped_to_the_range(model):
 def test_moving_one_slider_moves_along_its_direction(model):
     _, stats = model
     res = torch.zeros_like(stats.mean)
-    a = explore.from_sliders(stats, [0.0, 0.0], res)
-    b = explore.from_sliders(stats, [1.0, 0.0], res)
-    assert torch.allclose(b - a, stats.component_sd[0] * stats.components[0], atol=1e-5)
+    n = len(stats.components)
+    base = [0.3 * (j + 1) for j in range(n)]
+    a = explore.from_sliders(stats, base, res)
+    for k in range(n):  # +1 on slider k moves the code by component_sd[k] * components[k]
+        moved = list(base)
+        moved[k] += 1.0
+        b = explore.from_sliders(stats, moved, res)
+        assert torch.allclose(b - a, stats.component_sd[k] * stats.components[k], atol=1e-5), k
     with pytest.raises(ValueError):
-        explore.from_sliders(stats, [0.0] * (len(stats.components) + 1), res)
+        explore.from_sliders(stats, [0.0] * (n + 1), res)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_each_slider_value_lands_on_its_own_direction(n):
+    """Slider k at v, the others at 0: mean + residual + v * component_sd[k] * components[k], for every
+    k (first and last included) and fewer sliders than directions (an off-by-one must not pass)."""
+    stats = made_stats()
+    residual = torch.tensor([0.5, -0.25, 0.0, 1.0, 0.1, -0.7])
+    assert torch.equal(explore.from_sliders(stats, [0.0] * n, residual), stats.mean + residual)
+    for k in range(n):
+        values = [0.0] * n
+        values[k] = -2.5
+        expected = stats.mean + residual - 2.5 * stats.component_sd[k] * stats.components[k]
+        torch.testing.assert_close(explore.from_sliders(stats, values, residual), expected, atol=1e-6, rtol=0)
+    values = [1.0, -2.0, 0.5, 3.0][:n]  # all at once: the sum of the single moves
+    expected = stats.mean + residual + sum(v * stats.component_sd[k] * stats.components[k]
+                                           for k, v in enumerate(values))
+    torch.testing.assert_close(explore.from_sliders(stats, values, residual), expected, atol=1e-6, rtol=0)
+
+
+def test_to_sliders_reads_each_direction_in_its_sd():
+    stats = made_stats()
+    beyond = 0.8 * stats.components[2] - 0.4 * stats.components[3]  # outside the first two directions
+    z = stats.mean + 1.2 * 2.0 * stats.components[0] - 0.6 * 1.5 * stats.components[1] + beyond
+    values, residual = explore.to_sliders(stats, z, 2)
+    assert values == [1.2, -0.6]
+    torch.testing.assert_close(residual, beyond, atol=1e-6, rtol=0)
+    torch.testing.assert_close(explore.from_sliders(stats, values, residual), z, atol=1e-6, rtol=0)
+    values, _ = explore.to_sliders(stats, stats.mean + 9.0 * stats.components[1], 2)
+    assert values == [0.0, explore.RANGE_SD]  # 9 / 1.5 = 6 SD: clipped to the slider's end
 
 
 def test_start_codes(tiny_ckpt):
@@ -71,9 +115,11 @@ def test_start_codes(tiny_ckpt):
     p1 = explore.start_code(tiny_ckpt, "prior", temperature=0.5, seed=3)
     p2 = explore.start_code(tiny_ckpt, "prior", temperature=1.0, seed=3)
     assert p1.shape == (d,) and torch.allclose(2 * p1, p2)
+    assert torch.equal(p1, explore.start_code(tiny_ckpt, "prior", temperature=0.5, seed=3))
     clip = Clip(digit_sound(1, 0, 0), TINY.sample_rate, "c")
     z = explore.start_code(tiny_ckpt, "clip", clip=clip)
-    assert z.shape == (d,) and torch.isfinite(z).all()
+    # the posterior mean of the clip's (first) window
+    assert torch.equal(z, encode(tiny_ckpt, analyse(tiny_ckpt, clip.wave).specs[:1])[0][0])
     for kind, kw, msg in [("nope", {}, "unknown start"), ("prior", {"temperature": 0}, "positive"),
                           ("clip", {}, "no clip")]:
         with pytest.raises(ValueError, match=msg):
@@ -90,7 +136,18 @@ def test_render_gives_spectrogram_and_audio(tiny_ckpt):
     lo, hi = explore.display_range(tiny_ckpt)
     assert (r.vmin, r.vmax) == (lo, hi) == (30.0 - TINY.top_db, 30.0)
     assert r.db.min() >= lo - 1e-4 and r.db.max() <= hi + 1e-4
-    assert explore.render(tiny_ckpt, z, "zero").wave.shape == (TINY.n_samples,)
+    x = decode(tiny_ckpt, z)[0]
+    np.testing.assert_allclose(r.db, x.numpy() * (hi - lo) + lo, atol=1e-4)
+    zero = explore.render(tiny_ckpt, z, "zero")  # deterministic: the decoded spectrogram's inverse STFT
+    np.testing.assert_array_equal(zero.wave, to_wave(tiny_ckpt, x, [(lo, hi)], phase="zero"))
+    np.testing.assert_array_equal(zero.wave, explore.render(tiny_ckpt, z, "zero").wave)
+    # Griffin-Lim starts from random phase: the same seed gives the same sound
+    torch.manual_seed(7)
+    a = explore.render(tiny_ckpt, z, "griffinlim", 4).wave
+    torch.manual_seed(7)
+    np.testing.assert_array_equal(a, explore.render(tiny_ckpt, z, "griffinlim", 4).wave)
+    other = explore.render(tiny_ckpt, torch.full_like(z, 2.0), "zero").wave
+    assert np.abs(other - zero.wave).max() > 1e-3  # another code, another sound
 
 
 def test_interpolation_ends_at_the_endpoints(tiny_ckpt):
@@ -99,7 +156,8 @@ def test_interpolation_ends_at_the_endpoints(tiny_ckpt):
     rs = explore.interpolation(tiny_ckpt, za, zb, 5, "griffinlim", 2)
     assert len(rs) == 5
     lo, hi = explore.display_range(tiny_ckpt)
-    assert np.allclose(rs[-1].db, decode(tiny_ckpt, zb)[0].numpy() * (hi - lo) + lo, atol=1e-4)
+    for r, z in ((rs[0], za), (rs[2], (za + zb) / 2), (rs[-1], zb)):
+        assert np.allclose(r.db, decode(tiny_ckpt, z)[0].numpy() * (hi - lo) + lo, atol=1e-4)
     assert all(r.wave.shape == (TINY.n_samples,) for r in rs)
     for steps in (1, 33):
         with pytest.raises(ValueError, match="2 to 32"):
@@ -120,7 +178,9 @@ def test_endpoints(model, tmp_path):
     keys = [k for _, k in choices]
     assert "label:0" in keys and f"example:{path}" in keys and "origin" in keys and "prior" in keys
     assert torch.equal(explore.endpoint_code(ck, stats, "label:1"), stats.label_means[1])
-    assert explore.endpoint_code(ck, stats, f"example:{path}").shape == stats.mean.shape
+    clip = Clip(digit_sound(2, 1, 0), TINY.sample_rate, "x.wav")
+    torch.testing.assert_close(explore.endpoint_code(ck, stats, f"example:{path}"), explore.encode_clip(ck, clip),
+                               atol=1e-3, rtol=0)  # the file is 16-bit: nearly the same audio
     assert torch.equal(explore.endpoint_code(ck, stats, "origin"), torch.zeros_like(stats.mean))
     for key, msg in [("label:9", "not known"), ("bogus", "unknown"), ("", "choose")]:
         with pytest.raises(ValueError, match=msg):

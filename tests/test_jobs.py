@@ -48,12 +48,19 @@ def test_runs_to_done_with_history_and_preview(tiny_store, tmp_path):
     assert s.status == "done" and s.epoch == 3 and s.fraction == 1.0
     assert [h["epoch"] for h in s.history] == [1, 2, 3]
     assert s.history[0]["val"]["loss"] == 11.0
-    assert s.preview["epoch"] == 3 and s.preview_version >= 1
+    assert s.preview["epoch"] == 3 and s.preview_version == 3  # one preview per epoch
     assert "finished" in s.progress_text()
-    o_db, r_db, o_w, r_w, sr = preview_audio(s.preview, n_iter=2)
+    # the preview clip's own dB range, from the store
+    lo, hi = tiny_store.clips[0]["lo"], tiny_store.clips[0]["hi"]
+    assert (s.preview["lo"], s.preview["hi"]) == pytest.approx((lo, hi)) and hi > lo
+    preview = {**s.preview, "reconstruction": np.zeros(TINY.shape, np.float32)}  # tell the two apart
+    o_db, r_db, o_w, r_w, sr = preview_audio(preview, n_iter=2)
     assert o_db.shape == r_db.shape == TINY.shape and sr == TINY.sample_rate
+    np.testing.assert_allclose(o_db, np.full(TINY.shape, lo + 0.5 * (hi - lo)), atol=1e-4)  # 0.5: mid-range
+    np.testing.assert_allclose(r_db, np.full(TINY.shape, lo), atol=1e-4)  # 0: the bottom of the range
     assert o_w.shape == r_w.shape == (TINY.n_samples,) and np.isfinite(o_w).all()
-    assert o_db.max() <= s.preview["hi"] + 1e-4
+    # one gain for both, so the quieter reconstruction stays quieter; never above 0.99
+    assert np.abs(r_w).max() < np.abs(o_w).max() <= 0.99 + 1e-6
 
 
 def test_one_job_at_a_time_and_stop(tiny_store, tmp_path):

@@ -1,6 +1,7 @@
 """Labels and the train/test split from file paths (preprocessing.labels)."""
 
 import random
+import zlib
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,13 @@ def test_relative_paths_with_absolute_root(tmp_path, monkeypatch):
     root = (tmp_path / "music").resolve()
     labels = [ClipLabel(None)] * 6
     assert assign_splits(rel, labels, root, 0.5) == assign_splits([tmp_path / p for p in rel], labels, root, 0.5)
+
+
+def test_test_files_are_those_whose_relative_path_hashes_lowest(tmp_path):
+    """By default a tenth of the files (2 of 20) are test: the two with the lowest CRC-32 of their path
+    relative to the input folder, so the split does not depend on where the folder lives."""
+    paths = _genre_files(tmp_path)[10:30]
+    rel = [p.relative_to(tmp_path).as_posix() for p in paths]
+    lowest = sorted(rel, key=lambda r: zlib.crc32(r.encode()))[:2]
+    splits = assign_splits(paths, [ClipLabel(r.split("/")[0]) for r in rel], tmp_path)
+    assert [r for r, s in zip(rel, splits) if s == "test"] == sorted(lowest, key=rel.index)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tiny_model_cfg
 
 from preprocessing.config import PRESETS, ConfigError
@@ -115,9 +116,131 @@ def test_vae_loss():
     assert float(total) == pytest.approx(10 * float(recon) + 0.5 * 1.5)
 
 
+def test_vae_loss_closed_form_with_non_unit_variance():
+    """KL(N(mu, sigma^2) || N(0, 1)) = 0.5 (mu^2 + sigma^2 - 1 - log sigma^2) per dim, summed over dims,
+    averaged over the batch; recon is the per-pixel MSE; the total weights both."""
+    x = torch.rand(2, 1, 4, 6, generator=torch.Generator().manual_seed(0))
+    err = torch.full_like(x, 0.1)
+    err[..., 3:] = 0.3  # half the pixels off by 0.1, half by 0.3: MSE = (0.01 + 0.09) / 2
+    mu = torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.0, 0.0]])
+    logvar = torch.tensor([[math.log(4.0)] * 3, [0.0] * 3])  # sigma^2 = 4 for the first clip, 1 for the second
+    total, recon, kl = vae_loss(x + err, x, mu, logvar, 7.0, 0.25)
+    per_dim = 0.5 * (0.5**2 + 4.0 - 1.0 - math.log(4.0))  # 0.9319 nats
+    assert float(recon) == pytest.approx(0.05, rel=1e-5)
+    assert float(kl) == pytest.approx((3 * per_dim + 0.0) / 2, rel=1e-6)  # mean over the batch of 2
+    assert float(total) == pytest.approx(7.0 * 0.05 + 0.25 * 3 * per_dim / 2, rel=1e-5)
+    # logvar = 1 alone (mu = 0): 0.5 (e - 1 - 1) per dim
+    _, _, kl1 = vae_loss(x, x, torch.zeros(1, 2), torch.ones(1, 2), 1.0, 1.0)
+    assert float(kl1) == pytest.approx(2 * 0.5 * (math.e - 2.0), rel=1e-6)
+
+
+def test_vae_loss_matches_torch_distributions():
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(5, 4, generator=g), 2 * torch.randn(5, 4, generator=g)
+    x, x_hat = torch.rand(5, 1, 3, 3, generator=g), torch.rand(5, 1, 3, 3, generator=g)
+    total, recon, kl = vae_loss(x_hat, x, mu, logvar, 3.0, 0.5)
+    posterior = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    prior = torch.distributions.Normal(torch.zeros(4), torch.ones(4))
+    expected_kl = float(torch.distributions.kl_divergence(posterior, prior).sum(1).mean())
+    expected_recon = float(((x_hat - x) ** 2).sum() / x.numel())
+    assert float(kl) == pytest.approx(expected_kl, rel=1e-5)
+    assert float(recon) == pytest.approx(expected_recon, rel=1e-6)
+    assert float(total) == pytest.approx(3.0 * expected_recon + 0.5 * expected_kl, rel=1e-5)
+
+
 def test_reparameterise_uses_the_variance():
     torch.manual_seed(0)
     mu, logvar = torch.full((20000, 1), 2.0), torch.full((20000, 1), math.log(9.0))
     z = VAE.reparameterise(mu, logvar)
     assert float(z.mean()) == pytest.approx(2.0, abs=0.1)
     assert float(z.std()) == pytest.approx(3.0, abs=0.1)
+
+
+def _randomise_norms(model):
+    """Non-trivial batch-norm statistics and affine parameters, so that where the norm sits matters."""
+    g = torch.Generator().manual_seed(7)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g))
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(n, generator=g))
+                m.bias.copy_(torch.randn(n, generator=g))
+
+
+def _reference(sd, cfg, x):
+    """The documented architecture written out with torch.nn.functional on the model's weights (eval mode):
+    blocks of conv (stride s, 'same' padding k // 2) -> batch norm -> LeakyReLU(0.2) (or the study's
+    conv -> ReLU -> batch norm), dense layers to (mu, logvar); the decoder mirrors it with transposed
+    convolutions (output_padding s - 1) and a sigmoid on a last 1-channel layer. Decodes mu."""
+    k, pad = cfg.kernel, cfg.kernel // 2
+    act = F.relu if cfg.activation == "relu" else (lambda h: F.leaky_relu(h, 0.2))
+    norm_at = 1 if cfg.norm_first else 2
+
+    def block(h, p):
+        def bn(h):
+            q = f"{p}{norm_at}."
+            return F.batch_norm(h, sd[q + "running_mean"], sd[q + "running_var"], sd[q + "weight"], sd[q + "bias"],
+                                training=False, eps=1e-5)
+        return act(bn(h)) if cfg.norm_first else bn(act(h))
+
+    h = x
+    for i, s in enumerate(cfg.strides):
+        h = block(F.conv2d(h, sd[f"encoder.convs.{i}.0.weight"], sd[f"encoder.convs.{i}.0.bias"], s, pad),
+                  f"encoder.convs.{i}.")
+    h = h.flatten(1)
+    mu = F.linear(h, sd["encoder.mu.weight"], sd["encoder.mu.bias"])
+    logvar = F.linear(h, sd["encoder.logvar.weight"], sd["encoder.logvar.bias"])
+    h = F.linear(mu, sd["decoder.dense.weight"], sd["decoder.dense.bias"]).reshape(len(x), *cfg.bottleneck)
+    strides = cfg.strides[::-1]
+    for i, s in enumerate(strides):
+        p = f"decoder.convs.{i}."
+        last = i == len(strides) - 1
+        w, b = (sd[p + "weight"], sd[p + "bias"]) if last else (sd[p + "0.weight"], sd[p + "0.bias"])
+        h = F.conv_transpose2d(h, w, b, s, pad, output_padding=(s[0] - 1, s[1] - 1))
+        h = h if last else block(h, p)
+    assert w.shape[1] == 1 and k == w.shape[-1]  # one output channel, the configured kernel
+    return torch.sigmoid(h), mu, logvar
+
+
+@pytest.mark.parametrize("cfg", [
+    ModelConfig(n_freq=16, n_frames=24, channels=(4, 6), strides=((2, 1), (2, 3)), decoder_channels=(5,),
+                kernel=5, latent_dim=3),
+    ModelConfig(n_freq=16, n_frames=24, channels=(4, 6, 3), strides=((2, 2), (1, 2), (2, 1)),
+                decoder_channels=(5, 4), latent_dim=2, activation="relu", norm_first=False),
+], ids=["leaky-norm-first-kernel5", "study-order-relu"])
+def test_forward_matches_the_architecture_written_out(cfg):
+    torch.manual_seed(0)
+    model = VAE(cfg)
+    _randomise_norms(model)
+    model.eval()
+    x = torch.rand(3, 1, cfg.n_freq, cfg.n_frames, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want_hat, want_mu, want_logvar = _reference(model.state_dict(), cfg, x)
+        mu, logvar = model.encode(x)
+        x_hat = model.decode(mu)
+    torch.testing.assert_close(mu, want_mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logvar, want_logvar, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x_hat, want_hat, rtol=1e-5, atol=1e-6)
+    assert x_hat.shape == x.shape
+    # the layer types, in order, as documented
+    nn = torch.nn
+    act = nn.ReLU if cfg.activation == "relu" else nn.LeakyReLU
+    order = [nn.Conv2d, nn.BatchNorm2d, act] if cfg.norm_first else [nn.Conv2d, act, nn.BatchNorm2d]
+    for blk in model.encoder.convs:
+        assert [type(m) for m in blk] == order
+    for blk in list(model.decoder.convs)[:-1]:
+        assert [type(m) for m in blk] == [torch.nn.ConvTranspose2d, *order[1:]]
+    assert isinstance(model.decoder.convs[-1], torch.nn.ConvTranspose2d)
+
+
+def test_reparameterise_draws_from_the_global_generator():
+    """z = mu + eps * sigma with eps ~ N(0, I) from torch's global RNG (so seeded runs repeat)."""
+    mu = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]])
+    logvar = torch.tensor([[0.0, math.log(4.0), math.log(0.25)], [1.0, -1.0, 2.0]])
+    torch.manual_seed(11)
+    eps = torch.randn(2, 3)
+    torch.manual_seed(11)
+    z = VAE.reparameterise(mu, logvar)
+    torch.testing.assert_close(z, mu + eps * torch.exp(0.5 * logvar), rtol=0, atol=0)

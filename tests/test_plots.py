@@ -69,8 +69,16 @@ def test_latent_map_picks_the_point_under_the_click():
 
 
 def test_latent_map_unlabelled_and_mismatch():
-    img, _ = plots.latent_map_image(np.zeros((3, 2)), [None, None, None])
-    assert img.ndim == 3
+    xy = np.array([[0.0, 0.0], [1.0, 2.0], [-1.0, 0.5]])
+    img, geom = plots.latent_map_image(xy, [None, None, None])
+    assert img.shape == (geom.height, geom.width, 3)
+    for px, py in geom.to_pixels(xy):  # a blue dot where each point is, no blue between them
+        r, _, b = img[round(py), round(px)].astype(int)
+        assert b > r + 50, (px, py, img[round(py), round(px)])
+    mid = geom.to_pixels(np.array([[0.27, 1.37]]))[0]
+    r, _, b = img[round(mid[1]), round(mid[0])].astype(int)
+    assert abs(b - r) < 10 and r > 200
+    assert plots.latent_map_image(np.zeros((3, 2)), [None, None, None])[0].shape == img.shape  # one spot is fine
     with pytest.raises(ValueError):
         plots.latent_map_image(np.zeros((3, 2)), ["a"])
 

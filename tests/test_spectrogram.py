@@ -6,7 +6,15 @@ import torch
 from conftest import SR, chirp, tone
 
 from preprocessing.config import PRESETS, ConfigError, SpectrogramConfig, preset
-from preprocessing.spectrogram import db_range, denormalise, log_spectrogram, normalise, to_audio
+from preprocessing.spectrogram import (
+    amplitude_to_db,
+    db_range,
+    db_to_amplitude,
+    denormalise,
+    log_spectrogram,
+    normalise,
+    to_audio,
+)
 from vae.metrics import spectral_convergence
 
 PRESET_SHAPES = {"digits": (128, 96), "music": (512, 256), "study-digits": (256, 64), "study-music": (512, 256)}
@@ -125,3 +133,52 @@ def test_to_audio_batch_and_bad_phase():
     assert to_audio(db, cfg, phase="zero").shape == (3, cfg.n_samples)
     with pytest.raises(ValueError, match="unknown phase"):
         to_audio(db, cfg, phase="magic")
+
+
+def test_db_conversions():
+    amp = torch.tensor([1e-7, 1e-5, 0.1, 1.0, 10.0])
+    torch.testing.assert_close(amplitude_to_db(amp), torch.tensor([-100.0, -100.0, -20.0, 0.0, 20.0]))  # floor at -100
+    torch.testing.assert_close(db_to_amplitude(torch.tensor([-20.0, 0.0, 20.0, 20 * float(np.log10(2.0))])),
+                               torch.tensor([0.1, 1.0, 10.0, 2.0]))
+
+
+def test_analysis_is_float32_whatever_the_input():
+    cfg = SpectrogramConfig(sample_rate=SR, duration=0.254, n_fft=64, hop_length=32)
+    wave = tone(440, dur=0.254).astype(np.float64)
+    ref = log_spectrogram(wave.astype(np.float32), cfg)
+    for x in (wave, torch.from_numpy(wave)):
+        db = log_spectrogram(x, cfg)
+        assert db.dtype == torch.float32 and db.shape == (32, 64)
+        torch.testing.assert_close(db, ref)
+
+
+def test_db_range_and_normalise_messages():
+    assert db_range(torch.tensor([[-10.0, 0.0], [-5.0, -2.0]]), SpectrogramConfig(normalisation="clip")) == (-10.0, 0.0)
+    with pytest.raises(ValueError, match=r"^global normalisation needs ref_db; build a dataset store first$"):
+        db_range(torch.zeros(2, 2), SpectrogramConfig())
+    flat = r"^cannot normalise a flat spectrogram \(min = max = -12\.5 dB\): silent clip$"
+    with pytest.raises(ValueError, match=flat):
+        normalise(torch.zeros(2, 2), -12.5, -12.5)
+    with pytest.raises(ValueError, match=r"^unknown phase method 'magic'; use 'griffinlim' or 'zero'$"):
+        to_audio(torch.zeros(128, 96), SpectrogramConfig(), phase="magic")
+
+
+def test_zero_phase_inverse_of_a_dc_spectrogram():
+    """Only the DC bin, at magnitude n_fft: each frame inverts to ones; the Hann-windowed overlap-add at 75%
+    overlap then gives sum(w) / sum(w^2) = 2 / 1.5 = 4/3 away from the edges."""
+    cfg = SpectrogramConfig()
+    db = torch.full(cfg.shape, -300.0)
+    db[0] = 20 * np.log10(cfg.n_fft)
+    wave = to_audio(db, cfg, phase="zero")
+    assert wave.shape == (cfg.n_samples,)
+    torch.testing.assert_close(wave[cfg.n_fft:-cfg.n_fft], torch.full((cfg.n_samples - 2 * cfg.n_fft,), 4 / 3))
+
+
+@pytest.mark.parametrize("phase", ["zero", "griffinlim"])
+def test_other_frame_counts_give_whole_hops(phase):
+    """A spectrogram that is not one clip long (e.g. joined windows) inverts to (frames - 1) hops."""
+    cfg = SpectrogramConfig(sample_rate=SR, duration=0.254, n_fft=64, hop_length=32, griffinlim_iters=2)
+    db = log_spectrogram(tone(440, dur=0.1), cfg)
+    assert db.shape == (32, 26)
+    assert to_audio(db, cfg, phase=phase).shape == (25 * 32,)
+    assert to_audio(db.expand(2, -1, -1), cfg, phase=phase).shape == (2, 25 * 32)
