@@ -6,7 +6,9 @@ then why it cannot change behaviour). Prints a Markdown report; ``--write`` also
 TESTING.md between its ``mutation-report`` markers. Exits 1 when a survivor has no reason given.
 
 Score = killed / (mutants checked). "Score without equivalents" leaves the reviewed equivalent
-mutants out of the denominator, since no test can tell them apart from the original.
+mutants out of the denominator, since no test can tell them apart from the original. Survivors whose
+reason starts with "device-only:" are not equivalent (they only show on an accelerator, which a CPU
+run cannot see): they are explained but stay in the denominator.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def read_results() -> dict[str, str]:
     return dict(m.groups() for m in re.finditer(r"^\s*(\S+): (.+)$", out, re.M))
 
 
+DEVICE_ONLY = "device-only:"
+
+
 def read_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
     """mutant name -> why it is equivalent (lines `name  reason`; '#' starts a comment line)."""
     if not path.is_file():
@@ -56,25 +61,29 @@ def report(results: dict[str, str], equivalents: dict[str, str]) -> tuple[str, l
         by_module[module_of(name)][status] += 1
     survivors = sorted(n for n, s in results.items() if s not in KILLED | UNCHECKED)
     unexplained = [n for n in survivors if not equivalents.get(n)]
+    equivalent = {n for n, why in equivalents.items() if not why.startswith(DEVICE_ONLY)}
 
     def score(c: Counter, n_equiv: int = 0) -> str:
         checked = sum(v for k, v in c.items() if k not in UNCHECKED) - n_equiv
         killed = sum(v for k, v in c.items() if k in KILLED)
         return f"{100 * killed / checked:.1f}%" if checked else "n/a"
 
-    lines = ["| module | mutants | killed | survived | no tests | score | without equivalents |",
+    lines = ["| module | mutants checked | killed | survived | no tests | score | without equivalents |",
              "|---|---|---|---|---|---|---|"]
     total: Counter = Counter()
     for module in sorted(by_module):
         c = by_module[module]
         total.update(c)
-        n_eq = sum(1 for n in survivors if module_of(n) == module and n in equivalents)
-        lines.append(f"| `{module}` | {sum(c.values())} | {sum(c[k] for k in KILLED)} | {c['survived']} | "
+        n_eq = sum(1 for n in survivors if module_of(n) == module and n in equivalent)
+        checked = sum(v for k, v in c.items() if k not in UNCHECKED)
+        lines.append(f"| `{module}` | {checked} | {sum(c[k] for k in KILLED)} | {c['survived']} | "
                      f"{c['no tests']} | {score(c)} | {score(c, n_eq)} |")
-    n_eq_all = sum(1 for n in survivors if n in equivalents)
-    lines.append(f"| **all** | {sum(total.values())} | {sum(total[k] for k in KILLED)} | {total['survived']} | "
+    n_eq_all = sum(1 for n in survivors if n in equivalent)
+    checked_all = sum(v for k, v in total.items() if k not in UNCHECKED)
+    lines.append(f"| **all** | {checked_all} | {sum(total[k] for k in KILLED)} | {total['survived']} | "
                  f"{total['no tests']} | **{score(total)}** | **{score(total, n_eq_all)}** |")
-    lines += ["", f"Survivors ({len(survivors)}; {n_eq_all} reviewed as equivalent, {len(unexplained)} not yet):", ""]
+    lines += ["", f"Survivors ({len(survivors)}; {n_eq_all} reviewed as equivalent, "
+                  f"{len(unexplained)} not explained):", ""]
     for n in survivors:
         lines.append(f"- `{n}` ({results[n]}): {equivalents.get(n) or '**not explained: add a test or a reason**'}")
     return "\n".join(lines) + "\n", unexplained

@@ -63,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([MUTMUT, "run", "--max-children", str(a.max_children), *sample], cwd=ROOT)
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from mutation_report import KILLED, UNCHECKED, read_equivalents, read_results, report
+    from mutation_report import DEVICE_ONLY, KILLED, UNCHECKED, read_equivalents, read_results, report
 
     results = {k: v for k, v in read_results().items() if k in set(sample)}
     equivalents = read_equivalents()
     checked = [k for k, v in results.items() if v not in UNCHECKED]
     killed = sum(results[k] in KILLED for k in checked)
-    not_equiv = [k for k in checked if not (results[k] not in KILLED and k in equivalents)]
+    equivalent = {k for k, why in equivalents.items() if not why.startswith(DEVICE_ONLY)}
+    not_equiv = [k for k in checked if not (results[k] not in KILLED and k in equivalent)]
     lo, hi = wilson(killed, len(not_equiv))
     text, unexplained = report(results, equivalents)
     print(text)

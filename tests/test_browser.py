@@ -9,6 +9,7 @@ error toast appeared. Skips only when no Chromium is installed; never downloads 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import time
@@ -165,6 +166,8 @@ def test_dragging_a_slider_changes_the_sound(page, server):
     page.screenshot(path=str(SHOTS / "explore-dragged.png"), full_page=True)
     # back to the start point: the same values give the very same sound again
     page.get_by_role("button", name="Go to start point").click()
+    # the player still holds the dragged sound until the answer arrives: wait for the sliders to move back
+    page.wait_for_function(f"({VALUES_JS})().some((v, i) => v !== {json.dumps(values)}[i])", timeout=30000)
     values, again = wait_for_sound_of_sliders(page, server)
     assert values == start_values and np.array_equal(again, start)
     assert error_toasts(page) == []

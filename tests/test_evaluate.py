@@ -114,6 +114,7 @@ def test_griffinlim_figures_are_seeded_and_leave_the_global_generator_alone(tiny
 
 @pytest.mark.parametrize(("sample_rate", "duration", "with_stoi"), [
     (16000, 0.127, True),  # STOI, a speech measure, is on by default up to 16 kHz
+    (16001, 0.127, False),  # ... and not one hertz above
     (22050, 0.09215, False),
 ])
 def test_stoi_by_default_only_up_to_16k(tiny_ckpt, folder, sample_rate, duration, with_stoi):

@@ -7,6 +7,7 @@ import re
 import shutil
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -475,3 +476,11 @@ def test_summary_of_a_store_written_before_skips_and_silence_were_recorded(tiny_
     (old / "config.json").write_text(json.dumps(meta))
     summary = Store(old).summary()
     assert summary.skipped == [] and summary.silent_windows == 0 and summary.n_clips == 36
+
+
+def test_store_specs_are_a_read_only_memory_map(tiny_store):
+    """Stores larger than memory must stay on disk: ``specs`` maps the file instead of loading it."""
+    store = Store(tiny_store.path)
+    assert isinstance(store.specs, np.memmap)
+    assert Path(store.specs.filename) == (tiny_store.path / "spectrograms.npy").resolve()
+    assert not store.specs.flags.writeable
