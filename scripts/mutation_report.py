@@ -54,6 +54,19 @@ def module_of(name: str) -> str:
     return "/".join(parts[:2]) + ".py"
 
 
+def equivalent_names(equivalents: dict[str, str]) -> set[str]:
+    """The reviewed mutants that are truly equivalent (not the device-only ones)."""
+    return {n for n, why in equivalents.items() if not why.startswith(DEVICE_ONLY)}
+
+
+def tally(results: dict[str, str], equivalents: dict[str, str]) -> tuple[int, int, int]:
+    """(killed, checked, checked less the equivalent survivors) over all of ``results``."""
+    equivalent = equivalent_names(equivalents)
+    checked = [k for k, v in results.items() if v not in UNCHECKED]
+    killed = sum(results[k] in KILLED for k in checked)
+    return killed, len(checked), sum(1 for k in checked if results[k] in KILLED or k not in equivalent)
+
+
 def report(results: dict[str, str], equivalents: dict[str, str]) -> tuple[str, list[str]]:
     """(Markdown report, survivors with no reason)."""
     by_module: dict[str, Counter] = defaultdict(Counter)
@@ -61,7 +74,7 @@ def report(results: dict[str, str], equivalents: dict[str, str]) -> tuple[str, l
         by_module[module_of(name)][status] += 1
     survivors = sorted(n for n, s in results.items() if s not in KILLED | UNCHECKED)
     unexplained = [n for n in survivors if not equivalents.get(n)]
-    equivalent = {n for n, why in equivalents.items() if not why.startswith(DEVICE_ONLY)}
+    equivalent = equivalent_names(equivalents)
 
     def score(c: Counter, n_equiv: int = 0) -> str:
         checked = sum(v for k, v in c.items() if k not in UNCHECKED) - n_equiv

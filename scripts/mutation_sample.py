@@ -63,20 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([MUTMUT, "run", "--max-children", str(a.max_children), *sample], cwd=ROOT)
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from mutation_report import DEVICE_ONLY, KILLED, UNCHECKED, read_equivalents, read_results, report
+    from mutation_report import read_equivalents, read_results, report, tally
 
     results = {k: v for k, v in read_results().items() if k in set(sample)}
     equivalents = read_equivalents()
-    checked = [k for k, v in results.items() if v not in UNCHECKED]
-    killed = sum(results[k] in KILLED for k in checked)
-    equivalent = {k for k, why in equivalents.items() if not why.startswith(DEVICE_ONLY)}
-    not_equiv = [k for k in checked if not (results[k] not in KILLED and k in equivalent)]
-    lo, hi = wilson(killed, len(not_equiv))
+    killed, checked, not_equiv = tally(results, equivalents)
     text, unexplained = report(results, equivalents)
     print(text)
-    print(f"sample of {len(sample)} (seed {a.seed}) out of {len(names)} mutants: {killed} killed of {len(checked)} "
-          f"checked = {100 * killed / max(1, len(checked)):.1f}%; without equivalents "
-          f"{100 * killed / max(1, len(not_equiv)):.1f}% (95% interval {100 * lo:.1f}-{100 * hi:.1f}%)")
+    (lo, hi), (lo_eq, hi_eq) = wilson(killed, checked), wilson(killed, not_equiv)
+    print(f"sample of {len(sample)} (seed {a.seed}) out of {len(names)} mutants: {killed} killed of {checked} "
+          f"checked = {100 * killed / max(1, checked):.1f}% (95% interval {100 * lo:.1f}-{100 * hi:.1f}%); "
+          f"without equivalents {100 * killed / max(1, not_equiv):.1f}% ({100 * lo_eq:.1f}-{100 * hi_eq:.1f}%)")
     return 1 if unexplained else 0
 
 

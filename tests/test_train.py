@@ -32,6 +32,16 @@ def _run(store, out, **kw):
     return list(train(store.path, out, model_cfg=tiny_model_cfg(), **{**TRAIN_KW, **kw}))
 
 
+def _run_until(store, out, when, **kw):
+    """Like ``_run``, but asks training to stop right after the first event for which ``when(event)`` holds."""
+    stop, events = threading.Event(), []
+    for ev in train(store.path, out, model_cfg=tiny_model_cfg(), stop=stop, **{**TRAIN_KW, **kw}):
+        events.append(ev)
+        if when(ev):
+            stop.set()
+    return events
+
+
 def test_event_sequence(trained):
     _, events = trained
     kinds = [e.kind for e in events]
@@ -83,12 +93,7 @@ def test_checkpoint_every_epoch(tiny_store, tmp_path):
 
 
 def test_stop_then_resume(tiny_store, tmp_path):
-    stop = threading.Event()
-    events = []
-    for ev in train(tiny_store.path, tmp_path, model_cfg=tiny_model_cfg(), stop=stop, **{**TRAIN_KW, "epochs": 2}):
-        events.append(ev)
-        if ev.kind == "step":
-            stop.set()
+    events = _run_until(tiny_store, tmp_path, lambda ev: ev.kind == "step", epochs=2)
     assert [e.kind for e in events] == ["step", "stopped"]
     assert "stopped on request" in events[-1].message and events[-1].checkpoint == str(tmp_path / "last")
     state = load_training_state(tmp_path / "last")
@@ -327,12 +332,7 @@ def _assert_same_weights(directory, model, atol):
 def test_first_step_is_adam_by_hand(tiny_store, tmp_path):
     """Stopped after one step: the weights are one hand-written Adam step (lr 3e-3, betas 0.9/0.999)
     on the clipped gradient of the first batch."""
-    stop = threading.Event()
-    events = []
-    for ev in train(tiny_store.path, tmp_path, model_cfg=tiny_model_cfg(), stop=stop,
-                    **{**TRAIN_KW, "epochs": 1, "batch_size": 12}):
-        events.append(ev)
-        stop.set()
+    events = _run_until(tiny_store, tmp_path, lambda ev: True, epochs=1, batch_size=12)
     assert [e.kind for e in events] == ["step", "stopped"]
     model, losses = _replicate(tiny_store, 1, warmup=0, clip=5.0, by_hand=True)
     _assert_same_weights(tmp_path / "last", model, atol=1e-6)
@@ -393,11 +393,7 @@ def test_epoch_events_preview_and_latents_hold_the_right_values(trained, tiny_st
 def test_stopped_and_resumed_run_ends_where_an_uninterrupted_one_does(tiny_store, tmp_path):
     """Resuming restores weights, optimiser, RNG and position: the result is the run that never stopped."""
     straight = _run(tiny_store, tmp_path / "a", epochs=2)
-    stop = threading.Event()
-    kw = {**TRAIN_KW, "epochs": 2}
-    for ev in train(tiny_store.path, tmp_path / "b", model_cfg=tiny_model_cfg(), stop=stop, **kw):
-        if ev.kind == "step" and (ev.epoch, ev.step) == (0, 2):
-            stop.set()
+    _run_until(tiny_store, tmp_path / "b", lambda ev: ev.kind == "step" and (ev.epoch, ev.step) == (0, 2), epochs=2)
     assert load_training_state(tmp_path / "b" / "last")["step"] == 2
     resumed = list(train(tiny_store.path, tmp_path / "b", resume=True))
     assert [(e.epoch, e.step) for e in resumed if e.kind == "step"] == [(0, 3), (1, 1), (1, 2), (1, 3)]
@@ -518,24 +514,14 @@ def test_checkpoint_every_preview_every_and_stop_after_an_epoch(tiny_store, tmp_
 
 
 def test_stop_on_the_last_step_of_an_epoch_finishes_the_epoch(tiny_store, tmp_path):
-    stop = threading.Event()
-    events = []
-    for ev in train(tiny_store.path, tmp_path, model_cfg=tiny_model_cfg(), stop=stop, **{**TRAIN_KW, "epochs": 2}):
-        events.append(ev)
-        if ev.kind == "step" and ev.step == STEPS:
-            stop.set()
+    events = _run_until(tiny_store, tmp_path, lambda ev: ev.kind == "step" and ev.step == STEPS, epochs=2)
     assert [e.kind for e in events] == ["step"] * STEPS + ["epoch", "stopped"]
     assert events[-1].epoch == 1 and events[-1].message == "stopped on request after epoch 1; resume to continue"
     assert load_training_state(tmp_path / "last")["epoch"] == 1
 
 
 def test_stop_during_the_final_epoch_ends_as_done(tiny_store, tmp_path):
-    stop = threading.Event()
-    events = []
-    for ev in train(tiny_store.path, tmp_path, model_cfg=tiny_model_cfg(), stop=stop, **{**TRAIN_KW, "epochs": 1}):
-        events.append(ev)
-        if ev.kind == "step" and ev.step == STEPS:
-            stop.set()
+    events = _run_until(tiny_store, tmp_path, lambda ev: ev.kind == "step" and ev.step == STEPS, epochs=1)
     assert [e.kind for e in events] == ["step"] * STEPS + ["epoch", "done"]
 
 
