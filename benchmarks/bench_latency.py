@@ -71,10 +71,11 @@ def latency_case(ckpt: str, audio: str, excerpt_s: float | None, repeats: int, t
 
     from preprocessing.audio import load_audio
     from vae.checkpoint import load_checkpoint
-    from vae.compare import joined_db
-    from vae.explore import FAST_ITERS, display_range
-    from vae.generate import analyse, decode, reconstruct, to_wave
-    from vae.plots import spectrogram_image as render
+    from preprocessing.spectrogram import denormalise
+    from studio.latent_space import FAST_ITERS
+    from studio.plots import spectrogram_image as render
+    from vae.evaluate import joined_db
+    from vae.generate import analyse, decode, display_range, reconstruct, to_wave
 
     if threads:
         torch.set_num_threads(threads)
@@ -89,7 +90,7 @@ def latency_case(ckpt: str, audio: str, excerpt_s: float | None, repeats: int, t
     def slider(z, n_iter: int, st: dict) -> None:
         x = _timed(st, "decode", decode, ck, z)[0]
         w = _timed(st, "phase", to_wave, ck, x, [(lo, hi)], "griffinlim", n_iter)
-        _timed(st, "image", render, (x * (hi - lo) + lo).numpy(), cfg, lo, hi, "Moved along the sliders")
+        _timed(st, "image", render, denormalise(x, lo, hi).numpy(), cfg, lo, hi, "Moved along the sliders")
         _timed(st, "wav", wav_bytes, w, cfg.sample_rate)
 
     def reconstruction(st: dict) -> None:
@@ -116,7 +117,7 @@ def latency_case(ckpt: str, audio: str, excerpt_s: float | None, repeats: int, t
 
     torch.manual_seed(seed)
     return {
-        "threads": torch.get_num_threads(), "renderer": "vae.plots.spectrogram_image (RGB array)",
+        "threads": torch.get_num_threads(), "renderer": "studio.plots.spectrogram_image (RGB array)",
         "shape": list(cfg.shape),
         "sample_rate": cfg.sample_rate, "arch": ck.meta.get("arch"), "clip_s": round(len(wave) / cfg.sample_rate, 2),
         "windows": len(analyse(ck, wave).specs), "fast_iters": FAST_ITERS, "final_iters": FINAL_ITERS,

@@ -16,11 +16,13 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from .errors import UserError
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 SILENCE_PEAK = 1e-4  # below -80 dBFS a clip counts as silent
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """A file that cannot be used, with the file named in the message."""
 
     def __init__(self, path: str | Path, reason: str):
@@ -114,3 +116,18 @@ def save_wav(path: str | Path, wave: np.ndarray, sample_rate: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.clip(np.nan_to_num(wave), -1.0, 1.0), sample_rate, subtype="PCM_16")
     return path
+
+
+def limit_peak(wave: np.ndarray, ceiling: float = 0.99) -> np.ndarray:
+    """``wave`` scaled down (never up) so its peak is at most ``ceiling``: playable without clipping."""
+    p = peak(wave)
+    return wave * min(1.0, ceiling / p) if p > 0 else wave
+
+
+def join_waves(waves: list[np.ndarray], sample_rate: int, gap_s: float = 0.15) -> np.ndarray:
+    """The clips one after another with ``gap_s`` seconds of silence between them."""
+    gap = np.zeros(int(gap_s * sample_rate), dtype=np.float32)
+    parts: list[np.ndarray] = []
+    for i, w in enumerate(waves):
+        parts += [gap, w] if i else [w]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)

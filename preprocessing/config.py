@@ -12,12 +12,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import InputError
+
 NORMALISATIONS = ("global", "clip")
 WINDOWINGS = ("all", "first")
 PHASE_METHODS = ("griffinlim", "zero")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A parameter is out of range; raised before any work starts."""
 
 

@@ -22,8 +22,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from .errors import UserError
 from .labels import FSDD_NAME
-from .uploads import safe_member_path
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ CHUNK = 1 << 16
 ProgressFn = Callable[[int, int | None, str], None]  # (done, total or None, what): bytes, then files
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     """The dataset could not be downloaded or used; the message says why and what to do instead."""
 
     def __init__(self, reason: str, url: str = FSDD_URL):
@@ -52,6 +52,17 @@ class DownloadError(Exception):
 
     def __reduce__(self):  # pickles (e.g. across processes) with its reason and URL, not the whole message
         return (type(self), (self.reason, self.url))
+
+
+def safe_member_path(name: str) -> PurePosixPath | None:
+    """The relative path a zip member may be extracted to, or None if its name is unsafe."""
+    name = name.replace("\\", "/")
+    if not name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None  # absolute (POSIX or a Windows drive)
+    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        return None
+    return PurePosixPath(*parts)
 
 
 def _size(n: float) -> str:

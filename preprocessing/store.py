@@ -29,16 +29,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioError, is_audio_path, is_silent, load_audio, peak, windows
+from .audio import AudioError, fit_length, is_audio_path, is_silent, load_audio, peak, windows
 from .config import SpectrogramConfig
+from .errors import UserError
 from .labels import ClipLabel, assign_splits, parse_label, relative_name
-from .spectrogram import db_range, log_spectrogram
+from .spectrogram import db_range, denormalise, log_spectrogram, to_audio
 
 STORE_VERSION = 1
 ProgressFn = Callable[[int, int, str], None]  # (files done, files total, current file)
 
 
-class PreprocessError(Exception):
+class PreprocessError(UserError):
     """The whole run cannot proceed (no audio at all, nothing usable, bad output path)."""
 
 
@@ -275,3 +276,33 @@ def _finalise(tmp: Path, clips: list[dict], cfg: SpectrogramConfig) -> Spectrogr
     del raw, out
     (tmp / "spectrograms.f32").unlink()
     return cfg
+
+
+def clip_db(store: Store, index: int) -> tuple[np.ndarray, float, float]:
+    """The stored spectrogram of clip ``index`` in dB (F, T), with its (lo, hi) dB range."""
+    c = store.clips[index]
+    lo, hi = float(c["lo"]), float(c["hi"])
+    return denormalise(torch.from_numpy(np.array(store.specs[index], dtype=np.float32)), lo, hi).numpy(), lo, hi
+
+
+def clip_audio(store: Store, index: int, n_iter: int = 32) -> tuple[np.ndarray, int, bool]:
+    """The audio of clip ``index``: ``(wave (n_samples,), sample_rate, from_source)``.
+
+    Read from its source file (at the window's offset) when that file still exists; otherwise
+    resynthesised from the stored spectrogram with Griffin-Lim (``from_source`` is then False).
+    """
+    if not 0 <= index < len(store):
+        raise PreprocessError(f"clip {index} does not exist: the store has {len(store)} clips (0..{len(store) - 1})")
+    cfg, c = store.config, store.clips[index]
+    source = Path(store.meta.get("input", "")) / c["source"]
+    if source.is_file():
+        try:
+            wave = load_audio(source, cfg.sample_rate)
+            start = round(float(c["offset"]) * cfg.sample_rate)
+            wave = fit_length(wave[start:], cfg.n_samples) * float(c.get("gain", 1.0))
+            return wave.astype(np.float32), cfg.sample_rate, True
+        except AudioError:
+            pass  # fall back to the spectrogram
+    db, _, _ = clip_db(store, index)
+    wave = to_audio(torch.from_numpy(db), cfg, phase="griffinlim", n_iter=n_iter).numpy()
+    return wave.astype(np.float32), cfg.sample_rate, False

@@ -54,7 +54,7 @@ def test_interpolate():
     assert path.shape == (5, 3)
     assert torch.equal(path[0], za) and torch.equal(path[-1], zb)
     torch.testing.assert_close(path[2], (za + zb) / 2)
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="2 to 32"):
         interpolate(za, zb, 1)
 
 
@@ -213,7 +213,7 @@ def test_compute_latent_stats_on_store(tiny_ckpt, tiny_store):
 def test_interpolate_two_steps_is_the_two_ends():
     za, zb = torch.tensor([[1.0, -2.0]]), torch.tensor([3.0, 5.0])
     torch.testing.assert_close(interpolate(za, zb, 2), torch.tensor([[1.0, -2.0], [3.0, 5.0]]), rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"^interpolation needs at least 2 steps, got 1$"):
+    with pytest.raises(ValueError, match=r"^interpolation takes 2 to 32 steps, got 1$"):
         interpolate(za, zb, 1)
 
 

@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from preprocessing.config import SpectrogramConfig
+from preprocessing.errors import UserError
 
 from .config import ModelConfig, TrainConfig
 from .model import VAE
@@ -33,7 +34,7 @@ from .model import VAE
 FORMAT = "sound-vae/1"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint is missing, malformed, or does not fit its config."""
 
 

@@ -1,8 +1,13 @@
-"""Evaluate a checkpoint: reconstruct held-out audio and measure how close it comes back."""
+"""Evaluate a checkpoint: reconstruct audio and measure how close it comes back.
+
+:func:`compare` does it for one clip (spectrograms on one scale, audio, metrics); :func:`evaluate`
+for a folder or a store's held-out split.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +15,15 @@ import numpy as np
 import torch
 
 from preprocessing.audio import AudioError, load_audio
+from preprocessing.config import PHASE_METHODS
+from preprocessing.errors import InputError
 from preprocessing.labels import assign_splits, parse_label
+from preprocessing.spectrogram import denormalise
 from preprocessing.store import PreprocessError, Skipped, Store, find_audio
 
 from . import metrics
 from .checkpoint import Checkpoint
-from .generate import reconstruct_audio
+from .generate import reconstruct_audio, to_wave
 
 
 def select_files(inputs: str | Path, split: str = "auto") -> tuple[list[Path], list[Skipped], str]:
@@ -99,3 +107,61 @@ def _evaluate(ck: Checkpoint, inputs: str | Path, split: str, phase: str | None,
                    "griffinlim_iters": (n_iter or ck.spec.griffinlim_iters) if method == "griffinlim" else None,
                    "checkpoint": str(ck.path) if ck.path else None, "skipped": len(skipped)})
     return result
+
+
+@dataclass
+class Comparison:
+    sample_rate: int
+    original: np.ndarray  # (n,) the input audio at the model's rate
+    reconstruction: np.ndarray  # (n,) through the VAE and the phase method
+    phase_only: np.ndarray  # (n,) the original spectrogram through the phase method alone
+    original_db: np.ndarray  # (F, W*T) the model's view of the input, windows side by side
+    reconstruction_db: np.ndarray  # (F, W*T)
+    vmin: float  # one colour scale for both plots, dB
+    vmax: float
+    lsd_db: float  # log-spectral distance, original vs reconstruction
+    spectral_convergence: float
+    phase_only_lsd_db: float
+    phase_only_sc: float
+    n_windows: int
+    phase: str
+    n_iter: int | None
+
+
+def joined_db(specs: torch.Tensor, ranges: list[tuple[float, float]]) -> np.ndarray:
+    """Normalised windows (W, F, T) -> one dB image (F, W*T), each window with its own range."""
+    return torch.cat([denormalise(w, lo, hi) for w, (lo, hi) in zip(specs, ranges)], dim=-1).numpy()
+
+
+def compare(ck: Checkpoint, wave: np.ndarray, sample_rate: int, phase: str | None = None,
+            n_iter: int | None = None, name: str = "clip") -> Comparison:
+    """Reconstruct ``wave`` (n,) (at the model's sample rate) and measure it against the original.
+
+    Also resynthesises the *original* spectrogram with the same phase method, so people can tell
+    what the model loses from what phase recovery alone loses.
+    """
+    if sample_rate != ck.spec.sample_rate:
+        raise InputError(f"clip is at {sample_rate} Hz but the model works at {ck.spec.sample_rate} Hz")
+    phase = phase or ck.spec.phase
+    if phase not in PHASE_METHODS:
+        raise InputError(f"unknown phase method {phase!r}; use one of {PHASE_METHODS}")
+    if n_iter is not None and n_iter < 1:
+        raise InputError(f"Griffin-Lim needs at least 1 iteration, got {n_iter}")
+    if len(wave) < ck.spec.n_fft:
+        raise InputError(f"clip {name} is {len(wave)} samples long, shorter than one STFT frame ({ck.spec.n_fft})")
+    recon, a, x_hat = reconstruct_audio(ck, wave, phase, n_iter)
+    phase_only = (to_wave(ck, a.specs, a.ranges, phase, n_iter)[: a.length] / a.gain).astype(np.float32)
+    sr = ck.spec.sample_rate
+    lo = min(r[0] for r in a.ranges)
+    hi = max(r[1] for r in a.ranges)
+    return Comparison(
+        sample_rate=sr, original=wave.astype(np.float32), reconstruction=recon, phase_only=phase_only,
+        original_db=joined_db(a.specs, a.ranges), reconstruction_db=joined_db(x_hat, a.ranges),
+        vmin=float(lo), vmax=float(hi),
+        lsd_db=metrics.log_spectral_distance(wave, recon, sr),
+        spectral_convergence=metrics.spectral_convergence(wave, recon, sr),
+        phase_only_lsd_db=metrics.log_spectral_distance(wave, phase_only, sr),
+        phase_only_sc=metrics.spectral_convergence(wave, phase_only, sr),
+        n_windows=len(a.specs), phase=phase,
+        n_iter=(n_iter or ck.spec.griffinlim_iters) if phase == "griffinlim" else None,
+    )

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from preprocessing.audio import fit_length, is_silent, load_audio, peak, windows
+from preprocessing.audio import fit_length, is_silent, limit_peak, load_audio, peak, windows
+from preprocessing.errors import InputError
 from preprocessing.spectrogram import db_range, denormalise, log_spectrogram, normalise, to_audio
 
 from .checkpoint import Checkpoint
@@ -21,7 +22,7 @@ from .checkpoint import Checkpoint
 def _model_input(x: torch.Tensor | np.ndarray, ck: Checkpoint) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(x, dtype=np.float32))
     if x.shape[-2:] != ck.spec.shape:
-        raise ValueError(f"spectrogram shape {tuple(x.shape[-2:])} does not match the model's {ck.spec.shape}")
+        raise InputError(f"spectrogram shape {tuple(x.shape[-2:])} does not match the model's {ck.spec.shape}")
     return x.reshape(-1, 1, *ck.spec.shape).to(ck.device)  # (B, 1, F, T)
 
 
@@ -50,10 +51,13 @@ def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = 
     return torch.randn(n, ck.model_cfg.latent_dim, generator=g) * temperature
 
 
+MAX_STEPS = 32  # interpolation steps: each is decoded and turned into sound
+
+
 def interpolate(z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:
     """``steps`` codes on the straight line from z_a to z_b (ends included), (steps, D)."""
-    if steps < 2:
-        raise ValueError(f"interpolation needs at least 2 steps, got {steps}")
+    if not 2 <= steps <= MAX_STEPS:
+        raise InputError(f"interpolation takes 2 to {MAX_STEPS} steps, got {steps}")
     t = torch.linspace(0, 1, steps)[:, None]
     return (1 - t) * z_a.reshape(1, -1) + t * z_b.reshape(1, -1)
 
@@ -102,16 +106,68 @@ def to_wave(ck: Checkpoint, x: torch.Tensor, ranges: list[tuple[float, float]] |
     """
     x = x.reshape(-1, *ck.spec.shape)
     if ranges is None:
-        if ck.spec.normalisation == "global":
-            lo, hi = ck.spec.ref_db - ck.spec.top_db, ck.spec.ref_db
-        else:
-            lo, hi = ck.meta.get("typical_range", (-40.0, 30.0))
-        ranges = [(lo, hi)] * len(x)
+        ranges = [display_range(ck)] * len(x)
     db = torch.stack([denormalise(w, lo, hi) for w, (lo, hi) in zip(x, ranges)])
     wave = to_audio(db, ck.spec, phase=phase, n_iter=n_iter).reshape(-1).numpy()
-    if ck.spec.peak_normalise and peak(wave) > 0:
-        wave = wave * min(1.0, 0.99 / peak(wave))  # never clip on playback
+    if ck.spec.peak_normalise:
+        wave = limit_peak(wave)  # never clip on playback
     return wave.astype(np.float32)
+
+
+def display_range(ck: Checkpoint) -> tuple[float, float]:
+    """The dB range (lo, hi) that 0 and 1 of a decoded spectrogram stand for when it has no source
+    clip: the store's global range, or a typical per-clip range for per-clip normalisation."""
+    if ck.spec.normalisation == "global" and ck.spec.ref_db is not None:
+        return ck.spec.ref_db - ck.spec.top_db, ck.spec.ref_db
+    lo, hi = ck.meta.get("typical_range", (-40.0, 30.0))
+    return float(lo), float(hi)
+
+
+@dataclass
+class Rendered:
+    """A decoded code: spectrogram in dB (F, T), audio (n,), and the dB scale to draw it with."""
+
+    db: np.ndarray
+    wave: np.ndarray
+    vmin: float
+    vmax: float
+
+
+def render_many(ck: Checkpoint, z: torch.Tensor, phase: str | None = None,
+                n_iter: int | None = None) -> list[Rendered]:
+    """Decode codes (B, D) to spectrograms in dB and sound, on the model's display range."""
+    lo, hi = display_range(ck)
+    return [Rendered(denormalise(x, lo, hi).numpy(), to_wave(ck, x, [(lo, hi)], phase=phase, n_iter=n_iter), lo, hi)
+            for x in decode(ck, z)]  # decode: (B, F, T)
+
+
+def render(ck: Checkpoint, z: torch.Tensor, phase: str | None = None, n_iter: int | None = None) -> Rendered:
+    """Decode one code (D,) to a spectrogram and audio."""
+    return render_many(ck, z, phase, n_iter)[0]
+
+
+def encode_wave(ck: Checkpoint, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
+    """Posterior mean (D,) of the first window of ``wave`` (n,), which must be at the model's rate."""
+    if sample_rate != ck.spec.sample_rate:
+        raise InputError(f"clip is at {sample_rate} Hz, the model at {ck.spec.sample_rate} Hz")
+    return encode(ck, analyse(ck, wave).specs[:1])[0][0]
+
+
+def start_code(ck: Checkpoint, kind: str, *, temperature: float = 1.0, seed: int | None = None,
+               wave: np.ndarray | None = None, sample_rate: int | None = None) -> torch.Tensor:
+    """Where exploring starts: ``"origin"`` (the prior's centre), ``"prior"`` (a sample at
+    ``temperature``) or ``"clip"`` (the encoding of ``wave``). Returns a code (D,)."""
+    if kind == "origin":
+        return torch.zeros(ck.model_cfg.latent_dim)
+    if kind == "prior":
+        if not temperature > 0:
+            raise InputError(f"temperature must be positive, got {temperature}")
+        return sample(ck, 1, temperature, seed)[0]
+    if kind == "clip":
+        if wave is None:
+            raise InputError("no clip to start from: pick an example, upload a file or click the map")
+        return encode_wave(ck, wave, sample_rate or ck.spec.sample_rate)
+    raise InputError(f"unknown start {kind!r}; use 'origin', 'prior' or 'clip'")
 
 
 def reconstruct_audio(ck: Checkpoint, wave: np.ndarray, phase: str | None = None,

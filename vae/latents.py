@@ -10,16 +10,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from preprocessing.errors import InputError
+
 from .model import VAE
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 MAX_MAP_POINTS = 3000
 MAX_SLIDERS = 6  # a handful: more sliders are hard to use and matter little
 SLIDER_COVERAGE = 0.8  # sliders until this share of the variance is covered (capped at MAX_SLIDERS)
+RANGE_SD = 3.0  # slider range, +/- this many standard deviations
 
 
 @dataclass
@@ -43,6 +50,58 @@ class LatentStats:
         """Coordinates (..., k) of codes (..., D) on the first k principal directions."""
         return (z - self.mean) @ self.components[:k].T
 
+    def covered(self, n: int) -> float:
+        """Share of the codes' variance along the first ``n`` directions."""
+        return float(self.explained[:n].sum())
+
+
+def prior_stats(latent_dim: int, k: int = MAX_SLIDERS) -> LatentStats:
+    """Stand-in statistics for a checkpoint without ``latents.safetensors``: the prior's axes."""
+    k = min(k, latent_dim)
+    return LatentStats(
+        mean=torch.zeros(latent_dim), components=torch.eye(latent_dim)[:k], component_sd=torch.ones(k),
+        explained=torch.full((k,), 1.0 / latent_dim), label_names=[], label_means=torch.zeros(0, latent_dim),
+        codes=torch.zeros(0, latent_dim), code_labels=[], code_names=[],
+    )
+
+
+def n_sliders(stats: LatentStats, coverage: float = SLIDER_COVERAGE, cap: int = MAX_SLIDERS) -> int:
+    """How many sliders a model gets: enough directions to cover ``coverage`` of the variance."""
+    return min(stats.n_sliders(coverage, cap), len(stats.components))
+
+
+def to_sliders(stats: LatentStats, z: torch.Tensor, n: int,
+               range_sd: float = RANGE_SD) -> tuple[list[float], torch.Tensor]:
+    """Code (D,) -> (slider values in SD for the first ``n`` directions, residual (D,)).
+
+    The residual is the part of ``z`` outside the slider directions, so starting from a clip keeps
+    everything about it the sliders do not cover. Values outside +/- ``range_sd`` are clipped to the
+    slider range (the code then moves to the edge).
+    """
+    z = torch.as_tensor(z, dtype=torch.float32).reshape(-1)
+    comps, sd = stats.components[:n], stats.component_sd[:n].clamp_min(1e-8)
+    coords = (z - stats.mean) @ comps.T  # (n,)
+    residual = z - stats.mean - coords @ comps
+    values = (coords / sd).clamp(-range_sd, range_sd)
+    return [round(float(v), 3) for v in values], residual
+
+
+def from_sliders(stats: LatentStats, values: list[float], residual: torch.Tensor) -> torch.Tensor:
+    """Slider values (SD, first ``len(values)`` directions) plus the residual -> code (D,)."""
+    n = len(values)
+    if n > len(stats.components):
+        raise InputError(f"{n} slider values but only {len(stats.components)} directions")
+    v = torch.as_tensor([float(x) for x in values], dtype=torch.float32)
+    return stats.mean + torch.as_tensor(residual, dtype=torch.float32).reshape(-1) + \
+        (v * stats.component_sd[:n]) @ stats.components[:n]
+
+
+def subsample(indices: list[int], max_points: int, seed: int = 0) -> list[int]:
+    """At most ``max_points`` of ``indices``, a seeded random choice kept in order."""
+    if len(indices) <= max_points:
+        return list(indices)
+    return sorted(np.random.default_rng(seed).choice(indices, max_points, replace=False).tolist())
+
 
 def encode_indices(model: VAE, specs: np.ndarray, indices: list[int], batch: int = 128) -> torch.Tensor:
     """Posterior means (N, D) of the spectrograms ``specs[indices]`` ((N, F, T) in [0, 1])."""
@@ -58,8 +117,7 @@ def encode_indices(model: VAE, specs: np.ndarray, indices: list[int], batch: int
 
 def compute_latent_stats(model: VAE, store, indices: list[int]) -> LatentStats:
     """Statistics of the codes of ``store`` clips ``indices`` (a preprocessing.Store)."""
-    if len(indices) > MAX_MAP_POINTS:
-        indices = sorted(np.random.default_rng(0).choice(indices, MAX_MAP_POINTS, replace=False).tolist())
+    indices = subsample(indices, MAX_MAP_POINTS)
     codes = encode_indices(model, store.specs, indices)  # (N, D)
     return stats_from_codes(codes, [store.clips[i]["label"] for i in indices], [store.clip_name(i) for i in indices])
 
@@ -101,3 +159,43 @@ def load_latent_stats(directory: str | Path) -> LatentStats | None:
     return LatentStats(t["mean"], t["components"], t["component_sd"], t["explained"],
                        json.loads(md.get("label_names", "[]")), t["label_means"], t["codes"],
                        json.loads(md.get("code_labels", "[]")), json.loads(md.get("code_names", "[]")))
+
+
+@dataclass
+class LatentMap:
+    """Clips placed on the first two slider directions (in SD), with what is needed to load them."""
+
+    xy: np.ndarray  # (N, 2)
+    codes: torch.Tensor  # (N, D)
+    labels: list[str | None]
+    names: list[str]
+    store_indices: list[int] | None = None  # clip index in ``store`` for each point, when from a store
+    store: str | None = None
+
+
+def _plane(stats: LatentStats, codes: torch.Tensor) -> np.ndarray:
+    if len(stats.components) < 2:
+        raise InputError("the model's latent statistics have fewer than two directions; no 2-D map")
+    return (stats.project(codes, 2) / stats.component_sd[:2].clamp_min(1e-8)).numpy()
+
+
+def checkpoint_map(stats: LatentStats) -> LatentMap:
+    """The codes saved with the checkpoint (its training clips, no dataset needed)."""
+    if len(stats.codes) == 0:
+        raise InputError("this checkpoint has no saved latent codes (latents.safetensors); "
+                         "pick a dataset store to map instead")
+    return LatentMap(_plane(stats, stats.codes), stats.codes, list(stats.code_labels), list(stats.code_names))
+
+
+def store_map(ck: Checkpoint, stats: LatentStats, store, max_points: int = 1500, seed: int = 0) -> LatentMap:
+    """Encode (up to ``max_points``) clips of ``store`` (a preprocessing.Store) and place them on the
+    directions of ``stats``."""
+    shape = ck.spec.shape
+    if store.config.shape != shape:
+        raise InputError(f"store {store.path.name} has {store.config.shape[0]}x{store.config.shape[1]} "
+                         f"spectrograms, the model expects {shape[0]}x{shape[1]}: pick a store "
+                         "built with the model's settings")
+    idx = subsample(store.indices(), max_points, seed)
+    codes = encode_indices(ck.model, store.specs, idx)
+    return LatentMap(_plane(stats, codes), codes, [store.clips[i]["label"] for i in idx],
+                     [store.clip_name(i) for i in idx], idx, str(store.path))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from preprocessing.errors import UserError
 from preprocessing.store import Store
 
 from .checkpoint import load_checkpoint, load_training_state, read_config, save_checkpoint
@@ -29,7 +30,7 @@ from .model import VAE, vae_loss
 PRELOAD_BYTES = 2 << 30  # datasets smaller than this are copied to RAM (faster batches)
 
 
-class TrainingError(Exception):
+class TrainingError(UserError):
     """Training cannot start or had to stop (diverged, bad data); the message says what to do."""
 
 

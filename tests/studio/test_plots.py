@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from vae import plots
+from studio import plots
 
 
 def test_spectrogram_image_is_rgb_and_reuses_its_figure():

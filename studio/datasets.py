@@ -12,12 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .audio import AudioError, fit_length, load_audio
-from .config import NORMALISATIONS, PRESETS, WINDOWINGS, ConfigError, SpectrogramConfig, preset
-from .spectrogram import denormalise, to_audio
-from .store import PreprocessError, Store, StoreSummary, build_store
+from preprocessing.config import NORMALISATIONS, PRESETS, WINDOWINGS, ConfigError, SpectrogramConfig, preset
+from preprocessing.store import PreprocessError, Store, StoreSummary, build_store
+
 from .uploads import DEFAULT_LIMITS, UploadLimits, stage_uploads
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -145,36 +143,6 @@ def example_indices(store: Store, n: int = 4, seed: int = 0) -> list[int]:
     while len(picked) < min(n, len(pool)) and rest:
         picked.append(rest.pop(int(rng.integers(len(rest)))))
     return picked
-
-
-def clip_db(store: Store, index: int) -> tuple[np.ndarray, float, float]:
-    """The stored spectrogram of clip ``index`` in dB (F, T), with its (lo, hi) dB range."""
-    c = store.clips[index]
-    lo, hi = float(c["lo"]), float(c["hi"])
-    return denormalise(torch.from_numpy(np.array(store.specs[index], dtype=np.float32)), lo, hi).numpy(), lo, hi
-
-
-def clip_audio(store: Store, index: int, n_iter: int = 32) -> tuple[np.ndarray, int, bool]:
-    """The audio of clip ``index``: ``(wave (n_samples,), sample_rate, from_source)``.
-
-    Read from its source file (at the window's offset) when that file still exists; otherwise
-    resynthesised from the stored spectrogram with Griffin-Lim (``from_source`` is then False).
-    """
-    if not 0 <= index < len(store):
-        raise PreprocessError(f"clip {index} does not exist: the store has {len(store)} clips (0..{len(store) - 1})")
-    cfg, c = store.config, store.clips[index]
-    source = Path(store.meta.get("input", "")) / c["source"]
-    if source.is_file():
-        try:
-            wave = load_audio(source, cfg.sample_rate)
-            start = round(float(c["offset"]) * cfg.sample_rate)
-            wave = fit_length(wave[start:], cfg.n_samples) * float(c.get("gain", 1.0))
-            return wave.astype(np.float32), cfg.sample_rate, True
-        except AudioError:
-            pass  # fall back to the spectrogram
-    db, _, _ = clip_db(store, index)
-    wave = to_audio(torch.from_numpy(db), cfg, phase="griffinlim", n_iter=n_iter).numpy()
-    return wave.astype(np.float32), cfg.sample_rate, False
 
 
 def clip_choices(store: Store, limit: int = 2000) -> list[tuple[str, int]]:

@@ -1,4 +1,4 @@
-"""The background training-job manager (vae.jobs), with a scripted training loop and a real one."""
+"""The background training-job manager (studio.jobs), with a scripted training loop and a real one."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from conftest import TINY
 
 from preprocessing.config import ConfigError
 from preprocessing.store import PreprocessError
+from studio.jobs import JobBusy, JobState, TrainingJobs, check_overrides, preview_audio
 from vae.checkpoint import CheckpointError
-from vae.jobs import JobBusy, JobState, TrainingJobs, check_overrides, preview_audio
 from vae.train import TrainEvent, TrainingError
 
 

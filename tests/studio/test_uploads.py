@@ -1,4 +1,4 @@
-"""Bounded uploads and safe zip extraction (preprocessing.uploads)."""
+"""Bounded uploads and safe zip extraction (studio.uploads)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import tone, write_wav
 
-from preprocessing.uploads import UploadError, UploadLimits, safe_extract_zip, stage_uploads
+from studio.uploads import UploadError, UploadLimits, safe_extract_zip, stage_uploads
 
 
 @pytest.fixture

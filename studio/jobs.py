@@ -23,19 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from preprocessing.audio import limit_peak
 from preprocessing.config import ConfigError, SpectrogramConfig
+from preprocessing.errors import UserError
 from preprocessing.spectrogram import denormalise, to_audio
 from preprocessing.store import PreprocessError, Store
-
-from .checkpoint import CheckpointError, read_config
-from .config import TrainConfig
-from .train import TrainEvent, TrainingError, pick_device, train
+from vae.checkpoint import CheckpointError, read_config
+from vae.config import TrainConfig
+from vae.train import TrainEvent, TrainingError, pick_device, train
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (TrainingError, ConfigError, PreprocessError, CheckpointError, FileNotFoundError, ValueError)
 
 
-class JobBusy(RuntimeError):
+class JobBusy(UserError):
     """A training job is already running; only one runs at a time."""
 
 
@@ -269,7 +270,6 @@ def preview_audio(preview: dict[str, Any],
     lo, hi = preview["lo"], preview["hi"]
     out = [denormalise(torch.from_numpy(np.asarray(preview[key], dtype=np.float32)), lo, hi)
            for key in ("original", "reconstruction")]
-    waves = [to_audio(db, cfg, phase="griffinlim", n_iter=n_iter).numpy().astype(np.float32) for db in out]
-    peak = max(1e-9, max(float(np.abs(w).max()) for w in waves))
-    waves = [w * min(1.0, 0.99 / peak) for w in waves]
+    waves = limit_peak(np.stack([to_audio(db, cfg, phase="griffinlim", n_iter=n_iter).numpy() for db in out]))
+    waves = waves.astype(np.float32)  # (2, n): one gain for both, so their levels compare
     return out[0].numpy(), out[1].numpy(), waves[0], waves[1], cfg.sample_rate

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .audio import is_audio_path
+from preprocessing.audio import is_audio_path
+from preprocessing.download import safe_member_path
+from preprocessing.errors import InputError
 
 MB = 1 << 20
 
 
-class UploadError(ValueError):
+class UploadError(InputError):
     """An upload was refused; the message says which file and why."""
 
 
@@ -37,17 +39,6 @@ class UploadLimits:
 
 
 DEFAULT_LIMITS = UploadLimits()
-
-
-def safe_member_path(name: str) -> PurePosixPath | None:
-    """The relative path a zip member may be extracted to, or None if its name is unsafe."""
-    name = name.replace("\\", "/")
-    if not name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return None  # absolute (POSIX or a Windows drive)
-    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
-        return None
-    return PurePosixPath(*parts)
 
 
 def _is_link(info: zipfile.ZipInfo) -> bool:

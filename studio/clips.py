@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.audio import AudioError, load_audio, resample
-from preprocessing.store import PreprocessError, Store
-from preprocessing.stores import clip_audio
+from preprocessing.store import PreprocessError, Store, clip_audio
 
 MAX_SECONDS = 30.0  # longest clip the app reconstructs in one go
 

@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from vae.workspace import Workspace
+from studio.workspace import Workspace
 
 LSB = 1.0 / 32768  # one step of the 16-bit WAV files the app serves
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.audio import AUDIO_EXTENSIONS, save_wav
-from preprocessing.stores import check_name, list_stores
+from vae.checkpoint import Checkpoint, CheckpointError, find_checkpoints, load_checkpoint, read_config
+from vae.latents import LatentStats, load_latent_stats
 
-from .checkpoint import Checkpoint, CheckpointError, find_checkpoints, load_checkpoint, read_config
-from .latents import LatentStats, load_latent_stats
+from .datasets import check_name, list_stores
 
 
 @dataclass

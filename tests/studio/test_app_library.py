@@ -11,13 +11,6 @@ import pytest
 import torch
 from app_helpers import assert_same_sound, make_workspace, read_audio, slider_code, spy_render
 from conftest import TINY, digit_sound, write_wav
-
-from preprocessing import download
-from preprocessing.audio import AudioError
-from preprocessing.config import ConfigError
-from preprocessing.download import DownloadError
-from preprocessing.spectrogram import to_audio
-from preprocessing.store import PreprocessError, Store
 from preprocessing.stores import (
     build_named_store,
     check_name,
@@ -30,12 +23,19 @@ from preprocessing.stores import (
     spectrogram_config,
     summary_tables,
 )
-from vae import clips, explore, metrics
-from vae.checkpoint import CheckpointError
 from vae.compare import compare, joined_db
+
+from preprocessing import download
+from preprocessing.audio import AudioError
+from preprocessing.config import ConfigError
+from preprocessing.download import DownloadError
+from preprocessing.spectrogram import to_audio
+from preprocessing.store import PreprocessError, Store
+from studio import clips, explore, metrics
+from studio.workspace import Workspace
+from vae.checkpoint import CheckpointError
 from vae.generate import reconstruct_audio, to_wave
 from vae.latents import load_latent_stats
-from vae.workspace import Workspace
 
 # ---------------------------------------------------------------------------- preprocessing.stores
 

@@ -17,11 +17,11 @@ import torch
 from app_helpers import LSB, assert_same_sound, launch, make_workspace, read_audio, slider_code, spy_render, wait_for
 from conftest import TINY
 from PIL import Image
+from vae.compare import compare
 
 from preprocessing.store import Store
+from studio.clips import from_file, from_store
 from vae import explore, metrics
-from vae.clips import from_file, from_store
-from vae.compare import compare
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -97,7 +97,7 @@ def test_fresh_clone_without_model_or_data(tmp_path):
     """No checkpoints, examples or stores: the page loads on the Dataset tab and explains what is missing."""
     import httpx
 
-    from vae.workspace import Workspace
+    from studio.workspace import Workspace
 
     demo, app, url = launch(Workspace.at(tmp_path / "data", tmp_path))
     try:
