@@ -1,4 +1,6 @@
 # Two commands for a newcomer:  `make app` (install + start the app)  and  `make test` (install + run tests).
+# Both install this project into .venv with `pip install -e .` (pyproject.toml), so `sound-vae`,
+# `python -m vae` and the packages work from anywhere; benchmarks run from here as `python -m benchmarks.x`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,10 +9,10 @@ PORT ?= 7860
 
 .PHONY: app test lint examples benchmarks mutation mutation-sample clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
@@ -27,11 +29,12 @@ test: $(VENV)/.installed-dev  ## install, then lint and run the whole test suite
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 
-examples: $(VENV)/.installed  ## re-synthesise examples/ with espeak-ng
+examples: $(VENV)/.installed-dev  ## re-make examples/: digits with espeak-ng, music with fluidsynth (see examples/README.md)
 	$(PY) scripts/make_examples.py
+	$(PY) scripts/make_music_examples.py
 
 benchmarks: $(VENV)/.installed-dev  ## everything in benchmarks/, results in benchmarks/results/
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all
 
 mutation: $(VENV)/.installed-dev  ## mutation testing of every mutant of the core (hours on 2 cores); see TESTING.md
 	rm -rf mutants
@@ -43,4 +46,4 @@ mutation-sample: $(VENV)/.installed-dev  ## mutation testing of a seeded random 
 	$(PY) scripts/mutation_sample.py --n 600 --seed 0 --max-children $$(nproc 2>/dev/null || echo 2)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-output mutants
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-output mutants build dist *.egg-info

@@ -11,7 +11,7 @@ Models: ``checkpoints/digits`` and ``checkpoints/music`` when they exist; otherw
 model trained briefly on the fly (latency depends on the architecture and shapes, not on the
 weights; the result says which).
 
-    python benchmarks/bench_latency.py [--quick] [--out DIR] [--data DIR]
+    python -m benchmarks.bench_latency [--quick] [--out DIR] [--data DIR]   # from the repository root
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
 
@@ -70,10 +68,10 @@ def latency_case(ckpt: str, audio: str, excerpt_s: float | None, repeats: int, t
     import torch
 
     from preprocessing.audio import load_audio
-    from vae.checkpoint import load_checkpoint
     from preprocessing.spectrogram import denormalise
     from studio.latent_space import FAST_ITERS
     from studio.plots import spectrogram_image as render
+    from vae.checkpoint import load_checkpoint
     from vae.evaluate import joined_db
     from vae.generate import analyse, decode, display_range, reconstruct, to_wave
 

@@ -9,7 +9,7 @@ clips have none, so it is given both as the mean over the clips that have it and
 joined end to end. Time is the phase estimation and inverse STFT alone, per clip, on CPU.
 Griffin-Lim starts from random phase: torch is seeded per clip, so runs repeat exactly.
 
-    python benchmarks/bench_phase.py [--quick] [--out DIR] [--data DIR]
+    python -m benchmarks.bench_phase [--quick] [--out DIR] [--data DIR]   # from the repository root
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
 

@@ -4,7 +4,7 @@ Each case runs in its own process (peak RSS is the case's own). "Cold" deletes t
 (the OS file cache is not dropped, so the audio is usually already in memory); "reused" runs the
 same build again, which checks the fingerprint and returns the existing store.
 
-    python benchmarks/bench_preprocess.py [--quick] [--out DIR] [--data DIR]
+    python -m benchmarks.bench_preprocess [--quick] [--out DIR] [--data DIR]   # from the repository root
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
 

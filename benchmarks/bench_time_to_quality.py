@@ -11,7 +11,7 @@ optimisation steps only, without validation, checkpoints or this evaluation.
 Reported: the time each arm first reaches a target LSD (the study's best within the budget, and
 a fixed value), at the resolution of the evaluation points, and the LSD each reaches in equal time.
 
-    python benchmarks/bench_time_to_quality.py [--quick] [--out DIR] [--data DIR]
+    python -m benchmarks.bench_time_to_quality [--quick] [--out DIR] [--data DIR]   # from the repository root
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import shutil
 import sys
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
 from benchmarks.compare_archs import ARMS

@@ -1,26 +1,24 @@
 """Training throughput: optimisation steps per second for the ``study`` and ``default`` archs.
 
 Each (arch, spectrogram shape) case runs in its own process on synthetic batches of the right
-shape with the arch's own batch size (vae.config.train_config) and the same step as vae.train:
-forward, loss, backward, gradient clipping, Adam, and reading the loss back (a device sync).
+shape with the arch's own batch size (vae.config.train_config) and the step of vae.train
+(vae.train.train_step): forward, loss, finiteness check, backward, gradient clipping, Adam, and
+reading the losses back (a device sync).
 Data loading is excluded (training preloads the store into RAM). After ``warmup`` steps, steps
 are timed until ``steps`` are done or ``max_s`` seconds have passed (at least one step).
 
 On CUDA, every case is also measured in the variants fp32, bf16 autocast, channels-last,
 torch.compile and all three together; without CUDA those are reported as "n/a (no CUDA)".
 
-    python benchmarks/bench_training.py [--quick] [--out DIR]
+    python -m benchmarks.bench_training [--quick] [--out DIR]   # from the repository root
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
 
@@ -40,7 +38,8 @@ def train_case(arch: str, shape: list[int], batch_size: int, steps: int, warmup:
     import torch
 
     from vae.config import model_config, train_config
-    from vae.model import VAE, vae_loss
+    from vae.model import VAE
+    from vae.train import train_step
 
     shape_t = (int(shape[0]), int(shape[1]))
     torch.manual_seed(seed)
@@ -53,18 +52,10 @@ def train_case(arch: str, shape: list[int], batch_size: int, steps: int, warmup:
         x = x.contiguous(memory_format=torch.channels_last)
     fwd = torch.compile(model) if "compile" in variant else model
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if "bf16" in variant \
-        else nullcontext()
+        else None
 
-    def step() -> float:
-        with autocast:
-            x_hat, mu, logvar = fwd(x)
-            loss, _, _ = vae_loss(x_hat.float(), x, mu.float(), logvar.float(), tc.recon_weight, tc.kl_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        return float(loss.detach())  # as vae.train does; also waits for the device
+    def step() -> None:  # the step of vae.train; reading its losses back waits for the device
+        train_step(model, opt, x, tc, forward=fwd, autocast=autocast)
 
     try:
         t0 = time.perf_counter()

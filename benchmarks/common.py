@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"  # holds fsdd/recordings and music/<genre>/
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
@@ -96,9 +94,15 @@ def machine_text(m: dict[str, Any]) -> str:
             f"torch {m['torch']} / torchaudio {m['torchaudio']} ({m['torch_threads']} threads){gpu}")
 
 
+def invocation() -> list[str]:
+    """This process's command line after the interpreter: ``-m benchmarks.x ...`` when run as a module."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return [*(["-m", spec.name] if spec else sys.argv[:1]), *sys.argv[1:]]
+
+
 def begin(name: str, quick: bool, **params: Any) -> dict[str, Any]:
     """The envelope of a benchmark result: what, when, where, and the load at the start."""
-    cmd = COMMAND or " ".join([".venv/bin/python", *sys.argv])
+    cmd = COMMAND or " ".join([".venv/bin/python", *invocation()])
     return {"benchmark": name, "quick": quick, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": cmd, "machine": machine(), "load_start": load_avg(), "params": params,
             "_t0": time.perf_counter()}

@@ -5,8 +5,8 @@ Each arm preprocesses FSDD with its own preset, trains for the same wall time on
 takes (0-4) on common footing: the log-spectral distance between the original recordings and
 the resynthesised reconstructions, both analysed with one fixed STFT (vae.metrics).
 
-    python benchmarks/compare_archs.py --minutes 7.5            # ~20 min in all
-    python benchmarks/compare_archs.py --minutes 0.1 --limit 60  # smoke run
+    python -m benchmarks.compare_archs --minutes 7.5            # ~20 min in all, from the repository root
+    python -m benchmarks.compare_archs --minutes 0.1 --limit 60  # smoke run
 
 Writes benchmarks/results/arch_comparison.{json,md}.
 """
@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import common
 
-from benchmarks import common  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 ARMS = {"default": ("digits", "default"), "study": ("study-digits", "study")}  # arm -> (preset, arch)
@@ -83,8 +82,8 @@ def run(args: argparse.Namespace) -> dict:
         print(f"[{arm}] training {args.minutes} min ...", file=sys.stderr, flush=True)
         load_before = os.getloadavg()[0]
         out = subprocess.run(
-            [sys.executable, __file__, "--child", "--store", str(store), "--ckpt", str(ckpt), "--arch", arch,
-             "--seconds", str(args.minutes * 60)], check=True, capture_output=True, text=True)
+            [sys.executable, "-m", "benchmarks.compare_archs", "--child", "--store", str(store), "--ckpt", str(ckpt),
+             "--arch", arch, "--seconds", str(args.minutes * 60)], cwd=ROOT, check=True, capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         r["preprocess_s"] = round(prep_s, 1)
         r["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # other work on the machine

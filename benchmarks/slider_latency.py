@@ -1,8 +1,8 @@
 """Slider latency of the app's Explore tab: from slider values to new audio and plot.
 
-Server-side time = the app's own callback (``StudioApp.explore_move``: decode one code, Griffin-Lim
-with the drag-time iteration count, draw the spectrogram on the cached figure, write the WAV) plus
-Gradio's post-processing of its outputs (PNG encoding, caching the WAV), measured in process.
+Server-side time = the app's own callback (``ExploreTab.move``: decode one code, Griffin-Lim with
+the drag-time iteration count, draw the spectrogram on the cached figure, write the PNG and WAV)
+plus Gradio's post-processing of its outputs (caching both files), measured in process.
 Also reported: the same update through the running Gradio server with ``gradio_client`` (round
 trip: adds the queue, HTTP and event streaming; output files are not downloaded). Slider positions
 follow a random drag.
@@ -11,7 +11,7 @@ Model: ``--checkpoint`` or ``checkpoints/digits``; without one, an untrained def
 the digits preset's shape (128 x 96): latency depends on the architecture and shapes, not on the
 weights, and the result says which was used.
 
-    .venv/bin/python benchmarks/slider_latency.py [--checkpoint DIR] [--n 60] [--iters 16] [--no-server]
+    .venv/bin/python -m benchmarks.slider_latency [--checkpoint DIR] [--n 60] [--iters 16] [--no-server]
 
 Prints one JSON line: median, 95th percentile and mean in milliseconds, machine and load.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -28,13 +28,18 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from benchmarks import common
 
-from benchmarks import common  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TARGET_P95_MS = 150.0
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def untrained_digits_checkpoint(folder: Path) -> Path:
@@ -83,11 +88,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    from app import StudioApp, create_app
-    from vae import explore
-    from vae.workspace import Workspace
+    from app import create_app
+    from studio.latent_space import FAST_ITERS, slider_specs
+    from studio.workspace import Workspace
+    from vae.latents import MAX_SLIDERS, prior_stats
 
-    iters = a.iters or explore.FAST_ITERS
+    iters = a.iters or FAST_ITERS
     tmp = Path(tempfile.mkdtemp(prefix="slider-latency-"))
     ckpt = Path(a.checkpoint) if a.checkpoint else ROOT / "checkpoints" / "digits"
     model_note = str(ckpt)
@@ -97,27 +103,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ckpt = untrained_digits_checkpoint(tmp / "digits")
         model_note = "untrained default-arch digits-shaped stand-in (checkpoints/digits not found)"
     ws = Workspace(tmp / "data", tmp / "runs", tmp / "none", tmp / "none", audio_root=tmp / "audio")
-    app = StudioApp(ws, checkpoint=str(ckpt))
-    stats = ws.latent_stats(str(ckpt)) or explore.prior_stats(ws.load(str(ckpt)).model_cfg.latent_dim)
-    n_sliders = len(explore.slider_specs(stats))
+    demo, app = create_app(ws, checkpoint=str(ckpt))
+    stats = ws.latent_stats(str(ckpt)) or prior_stats(ws.load(str(ckpt)).model_cfg.latent_dim)
+    n_sliders = len(slider_specs(stats))
     residual = [0.0] * ws.load(str(ckpt)).model_cfg.latent_dim
     positions = drag(a.n + 5, n_sliders)
 
     def args(pos: list[float]) -> list[Any]:
-        return [*pos, *[0.0] * (explore.MAX_SLIDERS - len(pos)), a.phase, iters]
+        return [*pos, *[0.0] * (MAX_SLIDERS - len(pos)), a.phase, iters]
 
-    import gradio as gr
-
-    # what the server does with the callback's result: encode the image, cache the WAV for serving
-    image = gr.Image(type="numpy", format="png", interactive=False)
-    audio = gr.Audio(type="filepath", interactive=False)
+    ex = app.explore
     times, post, both = [], [], []
     for i, pos in enumerate(positions):
         t0 = time.perf_counter()
-        img, wav = app.explore_move(str(ckpt), residual, *args(pos))
+        out = ex.move(str(ckpt), residual, *args(pos))
         t1 = time.perf_counter()
-        image.postprocess(img)
-        audio.postprocess(wav)
+        # what the server does with the callback's result: serve the PNG and cache the WAV
+        ex.img.postprocess(out[ex.img])
+        ex.aud.postprocess(out[ex.aud])
         t2 = time.perf_counter()
         if i >= 5:
             times.append(t1 - t0)
@@ -131,10 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
     if not a.no_server:
-        from app_helpers import free_port
         from gradio_client import Client
 
-        demo, _ = create_app(ws, str(ckpt))
         port = free_port()
         demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                             ssr_mode=False)

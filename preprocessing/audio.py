@@ -28,7 +28,7 @@ class AudioError(UserError):
     def __init__(self, path: str | Path, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{path}: {reason}" if self.path else reason)
 
 
 def is_audio_path(path: str | Path) -> bool:

@@ -9,28 +9,91 @@ was trained on.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal, TypeVar
 
 from .errors import InputError
 
-NORMALISATIONS = ("global", "clip")
-WINDOWINGS = ("all", "first")
-PHASE_METHODS = ("griffinlim", "zero")
+Normalisation = Literal["global", "clip"]
+Windowing = Literal["all", "first"]
+PhaseMethod = Literal["griffinlim", "zero"]
+NORMALISATIONS: tuple[str, ...] = typing.get_args(Normalisation)
+WINDOWINGS: tuple[str, ...] = typing.get_args(Windowing)
+PHASE_METHODS: tuple[str, ...] = typing.get_args(PhaseMethod)
+
+C = TypeVar("C", bound="DictConfig")
 
 
 class ConfigError(InputError):
     """A parameter is out of range; raised before any work starts."""
 
 
+def _from_json(tp: Any, value: Any) -> Any:
+    """``value`` as read from JSON, with lists turned back into tuples where ``tp`` is a tuple type."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):  # e.g. tuple[int, ...] | None
+        fits = [a for a in args if typing.get_origin(a) is tuple]
+        return _from_json(fits[0], value) if fits and isinstance(value, list | tuple) else value
+    if origin is not tuple or not isinstance(value, list | tuple):
+        return value
+    if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+        return tuple(_from_json(args[0], v) for v in value)
+    return tuple(_from_json(a, v) for a, v in zip(args, value, strict=False)) if args else tuple(value)
+
+
+class DictConfig:
+    """JSON round trip shared by the config dataclasses (spectrogram, model, training).
+
+    ``to_dict`` gives plain values; ``from_dict`` rejects unknown keys with a :class:`ConfigError`
+    naming them, restores tuples from JSON lists, fills absent keys from the defaults (except those in
+    ``required``) and validates.
+    """
+
+    what: ClassVar[str] = "config"  # names the parameters in messages: "unknown <what> parameters"
+    required: ClassVar[tuple[str, ...]] = ()  # keys that must be present (no default is safe)
+
+    def validate(self: C) -> C:
+        return self
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with ``changes`` applied (``None`` values are ignored) and validated."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown {self.what} parameters: {unknown}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{cls.what} parameters must be a dict, got {type(d).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown {cls.what} parameters: {unknown}")
+        missing = [k for k in cls.required if k not in d]
+        if missing:
+            raise ConfigError(f"missing {cls.what} parameters: {missing}")
+        return cls(**{k: _from_json(hints[k], v) for k, v in d.items()}).validate()
+
+
 @dataclass(frozen=True)
-class SpectrogramConfig:
+class SpectrogramConfig(DictConfig):
     """How a clip of audio becomes a normalised log-magnitude spectrogram.
 
     Shapes: a clip has ``n_samples`` samples at ``sample_rate`` Hz; its spectrogram has
     ``n_freq = n_fft // 2`` bins (the Nyquist bin is dropped, as in the study) and
     ``n_frames = 1 + n_samples // hop_length`` frames (centred STFT).
     """
+
+    what: ClassVar[str] = "spectrogram"
 
     sample_rate: int = 8000  # Hz
     duration: float = 0.76  # seconds per clip / window
@@ -39,12 +102,12 @@ class SpectrogramConfig:
     # "global": dB mapped to [0, 1] with one range for the whole dataset (ref_db - top_db .. ref_db),
     # so any decoded spectrogram is turned back into sound without per-clip values.
     # "clip": the study's per-clip min-max; decoding needs that clip's min and max.
-    normalisation: str = "global"
+    normalisation: Normalisation = "global"
     top_db: float = 80.0  # dynamic range kept below the loudest bin, dB
     ref_db: float | None = None  # loudest dB of the training clips; set when a store is built
     peak_normalise: bool = True  # scale each file to peak 1.0 before analysis
-    windowing: str = "all"  # "all": consecutive windows of long files; "first": the study's crop
-    phase: str = "griffinlim"  # default inversion: "griffinlim" or the study's "zero" phase
+    windowing: Windowing = "all"  # "all": consecutive windows of long files; "first": the study's crop
+    phase: PhaseMethod = "griffinlim"  # default inversion: "griffinlim" or the study's "zero" phase
     griffinlim_iters: int = 64
 
     @property
@@ -94,22 +157,6 @@ class SpectrogramConfig:
         if self.griffinlim_iters < 1:
             raise ConfigError(f"griffinlim_iters must be at least 1, got {self.griffinlim_iters}")
         return self
-
-    def replace(self, **changes: Any) -> SpectrogramConfig:
-        """A copy with ``changes`` applied (``None`` values are ignored) and validated."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, **changes).validate()
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SpectrogramConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown spectrogram parameters: {sorted(unknown)}")
-        return cls(**d).validate()
 
 
 # The study's settings are kept exactly ("study-*"); the defaults were chosen by measurement

@@ -26,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python scripts/make_examples.py` does not put the repo root on the path
-    sys.path.insert(0, str(ROOT))
+from preprocessing.audio import resample, save_wav
 
-from preprocessing.audio import resample, save_wav  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SAMPLE_RATE = 8000  # Hz, as FSDD

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vae.checkpoint import load_checkpoint  # noqa: E402
-from vae.evaluate import evaluate  # noqa: E402
-from vae.latents import load_latent_stats  # noqa: E402
+from vae.checkpoint import load_checkpoint
+from vae.evaluate import evaluate
+from vae.latents import load_latent_stats
 
 EVAL_BEGIN, EVAL_END = "<!-- evaluation -->", "<!-- /evaluation -->"
 

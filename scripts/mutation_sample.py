@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"running {len(sample)} of {len(names)} mutants (seed {a.seed})", flush=True)
     subprocess.run([MUTMUT, "run", "--max-children", str(a.max_children), *sample], cwd=ROOT)
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    # `python scripts/mutation_sample.py` puts scripts/ first on sys.path, so its sibling imports as is
     from mutation_report import read_equivalents, read_results, report, tally
 
     results = {k: v for k, v in read_results().items() if k in set(sample)}

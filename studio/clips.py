@@ -58,7 +58,7 @@ def from_file(path: str | Path | None, sample_rate: int, max_seconds: float = MA
               min_samples: int = 1) -> Clip:
     """An audio file (upload, recording, example) at ``sample_rate`` Hz; raises AudioError with the reason."""
     if not path:
-        raise AudioError("(no file)", "no audio given: upload a file, record one, or pick an example")
+        raise AudioError("", "no audio given: upload a file, record one, or pick an example")
     wave = load_audio(path, sample_rate, min_samples=min_samples)
     wave, note = _limit(wave, sample_rate, max_seconds)
     return Clip(wave, sample_rate, Path(path).name, None, note)

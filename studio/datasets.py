@@ -127,21 +127,30 @@ def summary_tables(summary: StoreSummary,
 
 
 def example_indices(store: Store, n: int = 4, seed: int = 0) -> list[int]:
-    """Up to ``n`` clip indices, one per label first (test split preferred), deterministic."""
+    """Up to ``n`` clip indices, deterministic: one per label first, each from a source file not yet
+    used where possible (a music store's examples then come from different tracks), test split preferred."""
     rng = np.random.default_rng(seed)
     pool = store.indices("test") or store.indices()
     by_label: dict[str | None, list[int]] = {}
     for i in pool:
         by_label.setdefault(store.clips[i]["label"], []).append(i)
     picked: list[int] = []
+    used: set[str] = set()
+
+    def take(candidates: list[int]) -> None:
+        fresh = [i for i in candidates if store.clips[i]["source"] not in used and i not in picked]
+        choice = fresh or [i for i in candidates if i not in picked]
+        if choice:
+            i = int(choice[int(rng.integers(len(choice)))])
+            picked.append(i)
+            used.add(store.clips[i]["source"])
+
     for label in sorted(by_label, key=lambda x: (x is None, str(x))):
         if len(picked) >= n:
             break
-        picked.append(int(rng.choice(by_label[label])))
-    taken = set(picked)
-    rest = [i for i in pool if i not in taken]
-    while len(picked) < min(n, len(pool)) and rest:
-        picked.append(rest.pop(int(rng.integers(len(rest)))))
+        take(by_label[label])
+    while len(picked) < min(n, len(pool)):
+        take(pool)
     return picked
 
 

@@ -10,7 +10,6 @@ job lives in a browser session. Stop sets a :class:`threading.Event`; the traini
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import threading
 import time
@@ -18,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,12 +27,12 @@ from preprocessing.config import ConfigError, SpectrogramConfig
 from preprocessing.errors import UserError
 from preprocessing.spectrogram import denormalise, to_audio
 from preprocessing.store import PreprocessError, Store
-from vae.checkpoint import CheckpointError, read_config
-from vae.config import TrainConfig
-from vae.train import TrainEvent, TrainingError, pick_device, train
+from vae.checkpoint import CheckpointConfig, CheckpointError, load_config
+from vae.train import RunConfig, TrainEvent, resolve_configs, train
 
 log = logging.getLogger(__name__)
-USER_ERRORS = (TrainingError, ConfigError, PreprocessError, CheckpointError, FileNotFoundError, ValueError)
+JobStatus = Literal["idle", "running", "stopping", "done", "stopped", "error"]
+TrainFn = Callable[..., Iterator[TrainEvent]]
 
 
 class JobBusy(UserError):
@@ -41,25 +40,38 @@ class JobBusy(UserError):
 
 
 @dataclass
+class JobPreview:
+    """The latest preview: a validation clip and its reconstruction after ``epoch``, ready to plot and play."""
+
+    index: int  # clip index in the store
+    name: str
+    epoch: int
+    lo: float  # the clip's dB range: [0, 1] maps to [lo, hi]
+    hi: float
+    config: SpectrogramConfig
+    original: np.ndarray  # (F, T) in [0, 1]
+    reconstruction: np.ndarray  # (F, T) in [0, 1]
+
+
+@dataclass
 class JobState:
     """What the app shows about the current (or last) training job. A copy: safe to read freely."""
 
-    status: str = "idle"  # idle | running | stopping | done | stopped | error
+    status: JobStatus = "idle"
     run: str = ""  # run name (the output folder's name)
     output: str = ""
     data: str = ""
     resumed: bool = False
     epoch: int = 0  # epochs completed
     epochs: int = 0
-    step: int = 0
-    steps: int = 0
-    fraction: float = 0.0
+    step: int = 0  # steps done in the epoch after ``epoch`` (0 at an epoch's end)
+    steps: int = 0  # steps per epoch (0 until the first event)
     samples_per_s: float = 0.0
     eta_s: float = 0.0
     elapsed_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: {"epoch", "train", "val"}
     current: dict[str, Any] | None = None  # the running epoch: {"epoch": fractional, "train": {...}}
-    preview: dict[str, Any] | None = None  # latest preview event dict plus "epoch", "lo", "hi"
+    preview: JobPreview | None = None
     preview_version: int = 0
     message: str = ""
     error: str = ""
@@ -70,23 +82,39 @@ class JobState:
     def active(self) -> bool:
         return self.status in ("running", "stopping")
 
+    @property
+    def within_epoch(self) -> bool:
+        """True between an epoch's first step and its end (validation included)."""
+        return self.step > 0 and self.steps > 0
+
+    @property
+    def fraction(self) -> float:
+        """Share of the run's epochs done, steps included: 1.0 for a finished run."""
+        done = self.epoch + (self.step / self.steps if self.within_epoch else 0.0)
+        return min(1.0, done / max(1, self.epochs))
+
     def progress_text(self) -> str:
         """One line for people: what is happening, how fast, how long is left."""
         if self.status == "idle":
             return "No training job yet. Pick a store and press Start."
         if self.status == "error":
             return f"Training of {self.run} failed: {self.error}"
-        shown = min(self.epoch + (1 if self.status == "running" and self.step else 0), self.epochs)
-        head = f"{self.run}: epoch {shown}/{self.epochs}"
-        if self.status in ("running", "stopping"):
-            step = f", step {self.step}/{self.steps}" if self.steps else ""
-            speed = f", {self.samples_per_s:.0f} samples/s" if self.samples_per_s else ""
-            eta = f", about {_duration(self.eta_s)} left" if self.eta_s else ""
-            what = "stopping after this step (saving a checkpoint)" if self.status == "stopping" else "training"
-            return f"{head}{step}{speed}{eta}: {what}"
         if self.status == "done":
-            return f"{head}: finished in {_duration(self.elapsed_s)}. {self.message}"
-        return f"{head}: stopped. {self.message}"
+            took = _duration(self.elapsed_s)
+            return f"{self.run}: epoch {self.epoch}/{self.epochs}: finished in {took}. {self.message}"
+        if self.status == "stopped":
+            where = (f"at epoch {self.epoch + 1}/{self.epochs} (step {self.step} of {self.steps})"
+                     if self.within_epoch else f"after epoch {self.epoch}/{self.epochs}")
+            why = f"{self.message}: stopped" if self.message else "stopped"
+            return f"{self.run}: {why} {where}; Resume continues from there"
+        if self.status == "running" and not self.steps:  # no event yet
+            return self.message or f"{self.run}: starting..."
+        where = (f"epoch {self.epoch + 1}/{self.epochs}, step {self.step}/{self.steps}" if self.within_epoch
+                 else f"epoch {self.epoch}/{self.epochs}")
+        speed = f", {self.samples_per_s:.0f} samples/s" if self.samples_per_s else ""
+        eta = f", about {_duration(self.eta_s)} left" if self.eta_s else ""
+        what = "stopping after this step (saving a checkpoint)" if self.status == "stopping" else "training"
+        return f"{self.run}: {where}{speed}{eta}: {what}"
 
 
 def _duration(s: float) -> str:
@@ -98,18 +126,25 @@ def _duration(s: float) -> str:
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
-TrainFn = Callable[..., Iterator[TrainEvent]]
+def run_progress(output: str | Path) -> tuple[int, int]:
+    """(epochs trained, epochs configured) of the run in ``output``, from ``output/last``; raises
+    :class:`CheckpointError` when it has no saved state."""
+    last = load_config(Path(output) / "last")
+    return int(last.meta.get("epoch", 0)), last.train_cfg.epochs
 
 
-def check_overrides(overrides: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` for a bad hyperparameter now, rather than later in the job's thread."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    TrainConfig().replace(**{k: v for k, v in overrides.items() if k in names})
-    latent = overrides.get("latent_dim")
-    if latent is not None and int(latent) < 1:
-        raise ConfigError(f"latent_dim must be at least 1, got {latent}")
-    if overrides.get("device"):
-        pick_device(str(overrides["device"]))
+class _Previews:
+    """Turns a training preview into a :class:`JobPreview`: the clip's dB range and the store's settings."""
+
+    def __init__(self, data: Path):
+        store = Store(data)
+        self.config = store.config
+        self.ranges = {i: (float(c["lo"]), float(c["hi"])) for i, c in enumerate(store.clips)}
+
+    def __call__(self, ev: TrainEvent) -> JobPreview:
+        p = ev.preview
+        lo, hi = self.ranges.get(int(p.index), (0.0, 1.0))
+        return JobPreview(p.index, p.name, ev.epoch, lo, hi, self.config, p.original, p.reconstruction)
 
 
 class TrainingJobs:
@@ -125,49 +160,56 @@ class TrainingJobs:
 
     # ----- control -----
 
-    def start(self, data: str | Path, output: str | Path, resume: bool = False, **overrides: Any) -> JobState:
-        """Start training ``data`` into ``output`` in the background; raises :class:`JobBusy`."""
+    def start(self, data: str | Path, output: str | Path, resume: bool = False, arch: str = "default",
+              **overrides: Any) -> JobState:
+        """Start training ``data`` into ``output`` in the background (continuing ``output/last`` with
+        ``resume``). Bad hyperparameters, store or device raise here, before the job starts; a running
+        job raises :class:`JobBusy`."""
         data, output = Path(data), Path(output)
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 s = self._state
                 raise JobBusy(f"a training job is already running ({s.run}, epoch {s.epoch}/{s.epochs}); "
                               "only one runs at a time: stop it or wait for it to finish")
-            check_overrides(overrides)
-            if not resume:
-                Store(data)  # fail now, in the caller, if the store cannot be opened
+            last = load_config(output / "last") if resume else None
+            cfg = resolve_configs(Store(data), arch, last=last, **overrides)  # checks the device, once
+            if last is not None and cfg.train.epochs <= cfg.epochs_done:
+                raise ConfigError(f"{output.name} has already trained {cfg.epochs_done} epochs: "
+                                  f"set Epochs above {cfg.epochs_done} to continue")
             self._stop = threading.Event()
-            self._state = JobState(status="running", run=output.name, output=str(output), data=str(data),
-                                   resumed=resume, epochs=int(overrides.get("epochs") or 0),
-                                   params=dict(overrides), version=self._state.version + 1,
-                                   preview_version=self._state.preview_version,
-                                   message="resuming..." if resume else "starting...")
-            self._thread = threading.Thread(target=self._run, args=(data, output, resume, overrides, self._stop),
+            self._state = self._initial_state(data, output, cfg, last, overrides)
+            self._thread = threading.Thread(target=self._run, args=(data, output, cfg, resume, self._stop),
                                             name=f"train-{output.name}", daemon=True)
             self._thread.start()
             return copy.deepcopy(self._state)
 
+    def _initial_state(self, data: Path, output: Path, cfg: RunConfig, last: CheckpointConfig | None,
+                       overrides: dict[str, Any]) -> JobState:
+        name, done, epochs = output.name, cfg.epochs_done, cfg.train.epochs
+        history = [{"epoch": h["epoch"], "train": h["train"], "val": h.get("val") or {}}
+                   for h in (last.meta.get("history", []) if last else [])]
+        message = (f"Resuming {name} from epoch {done} to {epochs}" if last
+                   else f"Starting {name}: {epochs} epoch{'s' if epochs != 1 else ''}")
+        return JobState(status="running", run=name, output=str(output), data=str(data), resumed=last is not None,
+                        epoch=done, epochs=epochs, history=history, params=dict(overrides), message=message,
+                        version=self._state.version + 1, preview_version=self._state.preview_version)
+
     def resume(self, output: str | Path, **overrides: Any) -> JobState:
         """Continue the run in ``output`` from ``output/last`` on the store it was trained on."""
         output = Path(output)
-        try:
-            meta = read_config(output / "last").get("meta", {})
-        except CheckpointError:
+        if not (output / "last" / "config.json").is_file():
             raise CheckpointError(f"cannot resume {output.name}: it has no saved state (last/); "
-                                  "start a new run instead") from None
-        data = meta.get("store")
+                                  "start a new run instead")
+        data = load_config(output / "last").meta.get("store")
         if not data or not (Path(data) / "config.json").is_file():
             raise PreprocessError(f"cannot resume {output.name}: its dataset store {data} is gone; "
                                   "rebuild it in the Dataset tab with the same name, or start a new run")
-        done = int(meta.get("epoch", 0))
-        if overrides.get("epochs") is not None and int(overrides["epochs"]) <= done:
-            raise ConfigError(f"{output.name} has already trained {done} epochs: set Epochs above {done} to continue")
         return self.start(data, output, resume=True, **overrides)
 
     def stop(self) -> bool:
         """Ask the running job to save and stop; False when nothing is running."""
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None or not self._thread.is_alive() or not self._state.active:
                 return False
             self._stop.set()
             self._state.status = "stopping"
@@ -198,78 +240,68 @@ class TrainingJobs:
                 setattr(self._state, k, v)
             self._state.version += 1
 
-    def _run(self, data: Path, output: Path, resume: bool, overrides: dict[str, Any], stop: threading.Event) -> None:
+    def _run(self, data: Path, output: Path, cfg: RunConfig, resume: bool, stop: threading.Event) -> None:
         last_step = 0.0
         try:
-            if resume:
-                self._load_history(output)
-            store = Store(data)  # the previews' dB ranges and spectrogram settings
-            store_cfg = store.config.to_dict()
-            store_ranges = {i: (float(c["lo"]), float(c["hi"])) for i, c in enumerate(store.clips)}
-            del store
-            for ev in self._train_fn(data, output, resume=resume, stop=stop, **overrides):
+            previews = _Previews(data)
+            for ev in self._train_fn(data, output, resume=resume, stop=stop, config=cfg):
                 if ev.kind == "step":
                     now = time.monotonic()
                     if now - last_step < self._step_every_s and ev.step != ev.steps:
                         continue
                     last_step = now
-                    self._update(epoch=ev.epoch, epochs=ev.epochs, step=ev.step, steps=ev.steps, fraction=ev.fraction,
-                                 samples_per_s=ev.samples_per_s, eta_s=ev.eta_s, elapsed_s=ev.elapsed_s,
-                                 current={"epoch": ev.epoch + ev.step / max(1, ev.steps), "train": dict(ev.losses)},
-                                 message=ev.message)
+                    self._on_step(ev)
                 elif ev.kind == "epoch":
-                    with self._lock:
-                        s = self._state
-                        s.history = [h for h in s.history if h["epoch"] < ev.epoch]
-                        s.history.append({"epoch": ev.epoch, "train": dict(ev.losses), "val": dict(ev.val or {})})
-                        s.epoch, s.epochs, s.step, s.steps = ev.epoch, ev.epochs, 0, ev.steps
-                        s.fraction, s.current, s.elapsed_s = ev.fraction, None, ev.elapsed_s
-                        if ev.preview is not None:
-                            lo, hi = store_ranges.get(int(ev.preview["index"]), (0.0, 1.0))
-                            s.preview = {**ev.preview, "epoch": ev.epoch, "lo": lo, "hi": hi,
-                                         "config": store_cfg}
-                            s.preview_version += 1
-                        s.version += 1
-                else:  # done | stopped
-                    done = ev.kind == "done"
-                    self._update(status="done" if done else "stopped", epoch=ev.epoch, epochs=ev.epochs,
-                                 fraction=ev.fraction if done else ev.epoch / max(1, ev.epochs),
-                                 elapsed_s=ev.elapsed_s, current=None, message=ev.message, eta_s=0.0)
+                    self._on_epoch(ev, previews(ev) if ev.preview is not None else None)
+                else:
+                    self._on_end(ev, requested=stop.is_set())
             with self._lock:
-                if self._state.status in ("running", "stopping"):  # generator ended without a final event
+                if self._state.active:  # generator ended without a final event
                     self._state.status = "done"
                     self._state.version += 1
-        except USER_ERRORS as e:
+        except UserError as e:
             self._update(status="error", error=str(e), current=None)
-        except Exception as e:  # keep the app alive; the console gets the traceback
+        except Exception as e:  # a bug: keep the app alive; the console gets the traceback
             log.error("training job failed:\n%s", traceback.format_exc())
-            self._update(status="error", error=f"{type(e).__name__}: {e}", current=None)
+            self._update(status="error", error=f"unexpected {type(e).__name__} (a bug; the console log has details)",
+                         current=None)
 
-    def _load_history(self, output: Path) -> None:
-        """On resume, fill in the curves of the epochs trained before (from ``last/config.json``)."""
-        try:
-            hist = read_config(output / "last").get("meta", {}).get("history", [])
-        except CheckpointError:
-            return
+    def _on_step(self, ev: TrainEvent) -> None:
+        self._update(epoch=ev.epoch, epochs=ev.epochs, step=ev.step, steps=ev.steps, samples_per_s=ev.samples_per_s,
+                     eta_s=ev.eta_s, elapsed_s=ev.elapsed_s, message=ev.message,
+                     current={"epoch": ev.epoch + ev.step / max(1, ev.steps), "train": dict(ev.losses)})
+
+    def _on_epoch(self, ev: TrainEvent, preview: JobPreview | None) -> None:
         with self._lock:
-            have = {h["epoch"] for h in self._state.history}
-            old = [{"epoch": h["epoch"], "train": h["train"], "val": h.get("val") or {}}
-                   for h in hist if h["epoch"] not in have]
-            if old:
-                self._state.history = sorted(old + self._state.history, key=lambda h: h["epoch"])
-                self._state.version += 1
+            s = self._state
+            s.history = [h for h in s.history if h["epoch"] < ev.epoch]
+            s.history.append({"epoch": ev.epoch, "train": dict(ev.losses), "val": dict(ev.val or {})})
+            s.epoch, s.epochs, s.step, s.steps = ev.epoch, ev.epochs, 0, ev.steps
+            s.current, s.elapsed_s = None, ev.elapsed_s
+            if preview is not None:
+                s.preview = preview
+                s.preview_version += 1
+            s.version += 1
+
+    def _on_end(self, ev: TrainEvent, requested: bool) -> None:
+        """A "done" or "stopped" event. A stop after an epoch's last step is at that epoch's end."""
+        done = ev.kind == "done"
+        # unasked, training stops only at its time limit
+        message = ev.message if done else ("" if requested else "time limit reached")
+        self._update(status="done" if done else "stopped", epoch=ev.epoch, epochs=ev.epochs,
+                     step=0 if done or ev.step >= ev.steps else ev.step, steps=ev.steps, elapsed_s=ev.elapsed_s,
+                     current=None, message=message, eta_s=0.0)
 
 
-def preview_audio(preview: dict[str, Any],
+def preview_audio(preview: JobPreview | None,
                   n_iter: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """(original dB (F, T), reconstruction dB, original audio, reconstruction audio, sample rate)
     of a training preview, both in the preview clip's dB range."""
-    if not preview or preview.get("config") is None:
+    if preview is None:
         raise ValueError("no preview yet")
-    cfg = SpectrogramConfig.from_dict(preview["config"])
-    lo, hi = preview["lo"], preview["hi"]
-    out = [denormalise(torch.from_numpy(np.asarray(preview[key], dtype=np.float32)), lo, hi)
-           for key in ("original", "reconstruction")]
+    cfg = preview.config
+    out = [denormalise(torch.from_numpy(np.asarray(spec, dtype=np.float32)), preview.lo, preview.hi)
+           for spec in (preview.original, preview.reconstruction)]
     waves = limit_peak(np.stack([to_audio(db, cfg, phase="griffinlim", n_iter=n_iter).numpy() for db in out]))
     waves = waves.astype(np.float32)  # (2, n): one gain for both, so their levels compare
     return out[0].numpy(), out[1].numpy(), waves[0], waves[1], cfg.sample_rate

@@ -16,6 +16,7 @@ from vae.latents import MAX_SLIDERS, RANGE_SD, SLIDER_COVERAGE, LatentStats, n_s
 from .clips import from_file
 
 FAST_ITERS = 16  # Griffin-Lim iterations while a slider is dragged (see benchmarks/slider_latency.py)
+SLIDER_STEP = 0.05  # the sliders' grid, in standard deviations
 
 
 @dataclass

@@ -5,32 +5,52 @@ Spectrogram images are drawn with matplotlib on figures that are created once an
 redraw of a small figure rather than building a new one. Every spectrogram has time in seconds,
 frequency in Hz and a colour bar in dB, because the audience may never have seen one.
 
-Images are returned as RGB ``uint8`` arrays (H, W, 3), which ``gr.Image`` displays directly.
+Images are returned as RGB ``uint8`` arrays (H, W, 3), which ``gr.Image`` displays directly;
+:func:`save_png` writes one to a named file, so that its download has a meaningful name.
 """
 
 from __future__ import annotations
 
 import html
+import math
+import re
 import threading
+import unicodedata
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede any pyplot import elsewhere in the process
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from preprocessing.config import SpectrogramConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CMAP = "magma"  # perceptually uniform, dark = quiet, bright = loud; readable in greyscale too
 DPI = 100
 SPEC_SIZE = (6.4, 3.0)  # inches -> 640 x 300 pixels
 COLORBAR_LABEL = "loudness (dB)"
+# Gradio overlays its download/fullscreen buttons on an image's top-right corner: about 70 x 40 px on
+# screen, which is more of the image when it is shown smaller than its size (e.g. 112 x 64 image pixels
+# for a 640 px image in a 400 px column). Nothing informative goes there: the colour bar stops short of
+# the top of its axes (its top label and its title sit lower), and the map's legend starts lower.
+BUTTONS_PX = (70, 40)
+COLORBAR_KW = {"shrink": 0.72, "anchor": (0.0, 0.0), "aspect": 14}  # 72% of the axes height from the bottom
+MAP_DOT_SIZE = 36  # points^2: ~7 px across at 100 dpi
+MAP_LEGEND_TOP = 0.86  # the legend's top, in axes fractions (below the image's buttons)
+PICK_RADIUS = (0.06, 30.0)  # a click picks the nearest dot within 6% of the axes diagonal, at least 30 px
 LABEL_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 
@@ -68,7 +88,7 @@ class _SpecFigure:
         self.ax = self.fig.add_subplot()
         self.im = self.ax.imshow(np.zeros(shape, dtype=np.float32), origin="lower", aspect="auto", extent=ext,
                                  cmap=CMAP, vmin=0, vmax=1, interpolation="nearest")
-        self.cbar = self.fig.colorbar(self.im, ax=self.ax, pad=0.02)
+        self.cbar = self.fig.colorbar(self.im, ax=self.ax, pad=0.02, **COLORBAR_KW)
         self.cbar.set_label(COLORBAR_LABEL)
         self.ax.set_xlabel("time (s)")
         self.ax.set_ylabel("frequency (Hz)")
@@ -145,6 +165,12 @@ def strip_image(dbs: Sequence[np.ndarray], cfg: SpectrogramConfig, vmin: float, 
     """A row of spectrograms (each (F, T) in dB) on one colour scale, e.g. the steps of an interpolation."""
     if not len(dbs):
         raise ValueError("nothing to draw: no spectrograms")
+    return _rgb(_strip_figure(dbs, cfg, vmin, vmax, titles))
+
+
+def _strip_figure(dbs: Sequence[np.ndarray], cfg: SpectrogramConfig, vmin: float, vmax: float,
+                  titles: Sequence[str] | None) -> Figure:
+    """The figure of :func:`strip_image`, not yet drawn."""
     n = len(dbs)
     titles = list(titles) if titles is not None else [str(i + 1) for i in range(n)]
     fig = Figure(figsize=(max(6.4, 1.45 * n + 1.2), 2.6), dpi=DPI, layout="constrained")
@@ -160,10 +186,10 @@ def strip_image(dbs: Sequence[np.ndarray], cfg: SpectrogramConfig, vmin: float, 
         ax.set_xlabel("time (s)", fontsize=8)
         if k == 0:
             ax.set_ylabel("frequency (Hz)", fontsize=8)
-    cbar = fig.colorbar(im, ax=list(axes), pad=0.01, fraction=0.03)
+    cbar = fig.colorbar(im, ax=list(axes), pad=0.03, fraction=0.03, **COLORBAR_KW)  # pad: axes clear of the buttons
     cbar.set_label(COLORBAR_LABEL, fontsize=8)
     cbar.ax.tick_params(labelsize=7)
-    return _rgb(fig)
+    return fig
 
 
 @dataclass
@@ -186,14 +212,83 @@ class MapAxes:
         fy = (xy[:, 1] - self.ylim[0]) / (self.ylim[1] - self.ylim[0])
         return np.stack([self.left + fx * (self.right - self.left), self.bottom - fy * (self.bottom - self.top)], 1)
 
-    def nearest(self, xy: np.ndarray, px: float, py: float, max_distance: float = 25.0) -> int | None:
-        """Index of the point of ``xy`` (data, (N, 2)) drawn nearest the click (px, py), or None if
-        the click is outside the axes or further than ``max_distance`` pixels from every point."""
+    @property
+    def pick_radius(self) -> float:
+        """How far (pixels) from a dot a click still picks it: generous, so a click in a gap between
+        dots picks the nearest, but not the whole map."""
+        frac, least = PICK_RADIUS
+        return max(least, frac * float(np.hypot(self.right - self.left, self.bottom - self.top)))
+
+    def nearest(self, xy: np.ndarray, px: float, py: float, max_distance: float | None = None) -> int | None:
+        """Index of the point of ``xy`` (data, (N, 2)) drawn nearest the click (px, py), or None if the
+        click is outside the axes or further than ``max_distance`` pixels (default :attr:`pick_radius`)
+        from every point."""
         if not (self.left <= px <= self.right and self.top <= py <= self.bottom) or len(xy) == 0:
             return None
         d = np.hypot(*(self.to_pixels(xy) - np.array([px, py])).T)
         i = int(np.argmin(d))
-        return i if d[i] <= max_distance else None
+        return i if d[i] <= (self.pick_radius if max_distance is None else max_distance) else None
+
+
+def _dot(colour: str, name: str) -> Line2D:
+    """A legend entry: one dot as drawn on the map (a scatter's own handle would take its size)."""
+    return Line2D([], [], linestyle="", marker="o", markersize=7, markerfacecolor=colour, markeredgecolor="white",
+                  markeredgewidth=0.5, label=name)
+
+
+def _scatter(ax: Axes, xy: np.ndarray, colour: str, alpha: float) -> None:
+    """Dots of one colour, each with a thin white rim so that overlapping clusters stay readable."""
+    ax.scatter(xy[:, 0], xy[:, 1], s=MAP_DOT_SIZE, color=colour, alpha=alpha, edgecolors="white", linewidths=0.5)
+
+
+def _legend_columns(n: int, size: tuple[float, float]) -> int:
+    """Columns for ``n`` legend entries to fit between :data:`MAP_LEGEND_TOP` and the image's bottom."""
+    rows = int((MAP_LEGEND_TOP * (size[1] * DPI - 75) - 25) // 17.5)  # ~75 px: title, x label; 17.5 px a row
+    return max(1, -(-n // max(1, rows)))
+
+
+def _draw_dots(ax: Axes, xy: np.ndarray, labels: Sequence[str | None], highlight: int | None) -> list[Line2D]:
+    """Scatter ``xy`` coloured by label (and ring the highlighted point); return the legend entries."""
+    names = sorted({str(lab) for lab in labels if lab is not None})
+    lab_arr = np.array([str(lab) if lab is not None else "" for lab in labels], dtype=object)
+    handles = []
+    if not names:  # the legend still explains the dot, and keeps the top-right corner off the axes
+        _scatter(ax, xy, "#1f77b4", 0.8)
+        handles.append(_dot("#1f77b4", "clip (no label)"))
+    for k, name in enumerate(names):
+        colour = LABEL_COLOURS[k % len(LABEL_COLOURS)]
+        _scatter(ax, xy[lab_arr == name], colour, 0.85)
+        handles.append(_dot(colour, name))
+    unl = lab_arr == ""
+    if names and unl.any():
+        _scatter(ax, xy[unl], "#999999", 0.7)
+        handles.append(_dot("#999999", "(no label)"))
+    if highlight is not None and 0 <= highlight < len(xy):
+        ax.scatter([xy[highlight, 0]], [xy[highlight, 1]], s=200, facecolors="none", edgecolors="black", linewidths=2)
+        handles.append(Line2D([], [], linestyle="", marker="o", markersize=9, markerfacecolor="none",
+                              markeredgecolor="black", markeredgewidth=2, label="picked"))
+    return handles
+
+
+def _map_figure(xy: np.ndarray, labels: Sequence[str | None], highlight: int | None, title: str,
+                axis_names: tuple[str, str], size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """The latent map's figure and axes, not yet drawn (see :func:`latent_map_image`)."""
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    handles = _draw_dots(ax, xy, labels, highlight)
+    labelled = any(lab is not None for lab in labels)
+    ax.legend(handles=handles, title="label" if labelled else None, fontsize=8, title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.02, MAP_LEGEND_TOP), borderaxespad=0, ncols=_legend_columns(len(handles), size))
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.25)
+    if len(xy):
+        pad = 0.05 * max(1e-6, float(np.ptp(xy[:, 0]))), 0.05 * max(1e-6, float(np.ptp(xy[:, 1])))
+        ax.set_xlim(xy[:, 0].min() - pad[0], xy[:, 0].max() + pad[0])
+        ax.set_ylim(xy[:, 1].min() - pad[1], xy[:, 1].max() + pad[1])
+    return fig, ax
 
 
 def latent_map_image(xy: np.ndarray, labels: Sequence[str | None], highlight: int | None = None,
@@ -209,34 +304,7 @@ def latent_map_image(xy: np.ndarray, labels: Sequence[str | None], highlight: in
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     if len(xy) != len(labels):
         raise ValueError(f"{len(xy)} points but {len(labels)} labels")
-    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    names = sorted({str(lab) for lab in labels if lab is not None})
-    lab_arr = np.array([str(lab) if lab is not None else "" for lab in labels], dtype=object)
-    if not names:
-        ax.scatter(xy[:, 0], xy[:, 1], s=10, c="#1f77b4", alpha=0.7, linewidths=0)
-    for k, name in enumerate(names):
-        m = lab_arr == name
-        ax.scatter(xy[m, 0], xy[m, 1], s=10, color=LABEL_COLOURS[k % len(LABEL_COLOURS)], alpha=0.75,
-                   linewidths=0, label=name)
-    unl = lab_arr == ""
-    if names and unl.any():
-        ax.scatter(xy[unl, 0], xy[unl, 1], s=10, c="#999999", alpha=0.6, linewidths=0, label="(no label)")
-    if highlight is not None and 0 <= highlight < len(xy):
-        ax.scatter([xy[highlight, 0]], [xy[highlight, 1]], s=160, facecolors="none", edgecolors="black",
-                   linewidths=2, label="picked")
-    if names:
-        ax.legend(title="label", fontsize=8, title_fontsize=8, markerscale=1.5, loc="upper left",
-                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.set_xlabel(axis_names[0])
-    ax.set_ylabel(axis_names[1])
-    ax.set_title(title, fontsize=11)
-    ax.grid(alpha=0.25)
-    if len(xy):
-        pad = 0.05 * max(1e-6, float(np.ptp(xy[:, 0]))), 0.05 * max(1e-6, float(np.ptp(xy[:, 1])))
-        ax.set_xlim(xy[:, 0].min() - pad[0], xy[:, 0].max() + pad[0])
-        ax.set_ylim(xy[:, 1].min() - pad[1], xy[:, 1].max() + pad[1])
+    fig, ax = _map_figure(xy, labels, highlight, title, axis_names, size)
     img = _rgb(fig)  # draws, so the layout (and the axes box) is final
     bb = ax.get_window_extent()
     h, w = img.shape[:2]
@@ -254,7 +322,8 @@ def loss_frames(history: Sequence[dict[str, Any]], current: dict[str, Any] | Non
     Columns: ``epoch`` (float), ``value``, ``curve`` ("training" / "validation"). ``history`` is
     the training loop's per-epoch list (``{"epoch", "train": {...}, "val": {...}}``); ``current``
     (``{"epoch": fractional epoch, "train": {...}}``) extends the training curve into the epoch
-    that is running, so the plot moves between epochs too.
+    that is running, so the plot moves between epochs too. Show them with :func:`loss_plot_value`
+    and :func:`loss_plot_kwargs`.
     """
     import pandas as pd
 
@@ -273,6 +342,51 @@ def loss_frames(history: Sequence[dict[str, Any]], current: dict[str, Any] | Non
     return {k: pd.DataFrame(v, columns=["epoch", "value", "curve"]).astype({"epoch": float, "value": float,
                                                                            "curve": str})
             for k, v in rows.items()}
+
+
+MIN_EPOCH_AXIS = 3  # the shortest epoch axis on which Vega's ticks are whole epochs (see loss_plot_kwargs)
+
+
+def loss_plot_kwargs(n_epochs: float = 0) -> dict[str, Any]:
+    """Keyword arguments for the loss ``gr.LinePlot``s (constructor and ``gr.update``): whole-epoch ticks.
+
+    ``gr.LinePlot`` draws with Vega-Lite, whose ticks on a short axis are 1.0, 1.1, ... An integer
+    format (``x_axis_format="d"``) makes Vega-Lite set ``tickMinStep: 1``, but on a domain under ~3
+    units the nice step is still 0.5 (labels "1", "2", "2"). So the axis also spans the run's planned
+    ``n_epochs`` from 0, and at least :data:`MIN_EPOCH_AXIS`: ticks are then integers at any plot width.
+    """
+    return {"x_axis_format": "d", "x_lim": [0, max(MIN_EPOCH_AXIS, math.ceil(n_epochs))]}
+
+
+def loss_plot_value(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """``frame`` for ``gr.LinePlot``, or None when it has no rows: the plot then shows its empty
+    placeholder, whereas an empty frame makes Vega log "Infinite extent" warnings in the browser."""
+    return None if frame.empty else frame
+
+
+def save_png(rgb: np.ndarray, directory: str | Path, name: str) -> str:
+    """Write an RGB image (H, W, 3) as ``directory/<unique>/<name>.png`` and return its path.
+
+    ``gr.Image`` names a download after the file it was given (``orig_name``), and an array is saved
+    as ``image.png``; a path gives e.g. ``digits_0_alice_reconstruction.png``. ``name`` is made safe
+    for a file name; the unique folder keeps same-named images apart.
+    """
+    from PIL import Image
+
+    arr = np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {arr.dtype} {arr.shape}")
+    path = Path(directory) / uuid.uuid4().hex[:12] / f"{safe_name(name)}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, compress_level=1)  # fast; spectrograms are small
+    return str(path)
+
+
+def safe_name(name: str, default: str = "image") -> str:
+    """``name`` as a portable file name stem: ASCII letters, digits, "-", "_" and "." only, at most 80 characters."""
+    ascii_name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()  # "Ä" -> "A"
+    keep = re.sub(r"[^0-9A-Za-z._-]+", "_", ascii_name).strip("._")[:80].strip("._")
+    return keep or default
 
 
 def progress_html(fraction: float, text: str, state: str = "running") -> str:

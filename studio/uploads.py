@@ -130,7 +130,8 @@ def stage_uploads(paths: Sequence[str | Path], dest: str | Path,
     """Copy uploaded audio files and extract uploaded zips into the empty folder ``dest``.
 
     Plain files keep their names (so FSDD's ``digit_speaker_take.wav`` labels survive); each
-    archive goes to ``dest/<archive name>/``. Returns ``(dest, refused)`` where ``refused`` lists
+    archive goes to ``dest/<archive name>/`` (or, when it holds a single folder, to
+    ``dest/<that folder>/``). Returns ``(dest, refused)`` where ``refused`` lists
     ``(name, reason)`` for files left out. Raises :class:`UploadError` for an empty upload, one
     over the size limits, or one that holds no audio at all.
     """
@@ -154,6 +155,7 @@ def stage_uploads(paths: Sequence[str | Path], dest: str | Path,
             if p.suffix.lower() == ".zip":
                 sub = _unique(dest / (safe_member_path(p.stem) or PurePosixPath("archive")).name)
                 files, bad = safe_extract_zip(p, sub, limits)
+                _hoist_single_folder(sub)
                 refused += [(f"{p.name}:{name}", why) for name, why in bad]
                 n_audio += len(files)
             elif is_audio_path(p):
@@ -170,6 +172,18 @@ def stage_uploads(paths: Sequence[str | Path], dest: str | Path,
         shutil.rmtree(dest, ignore_errors=True)
         raise
     return dest, refused
+
+
+def _hoist_single_folder(sub: Path) -> None:
+    """An archive that holds one folder (``few.zip`` -> ``few/...``) is extracted as that folder, not
+    as ``few/few/...``: clip names and labels then read as the person who zipped it named them."""
+    entries = list(sub.iterdir()) if sub.is_dir() else []
+    if len(entries) != 1 or not entries[0].is_dir():
+        return
+    moving = sub.with_name(sub.name + ".hoisting")
+    entries[0].rename(moving)
+    sub.rmdir()
+    moving.rename(_unique(sub.parent / entries[0].name))
 
 
 def _unique(path: Path) -> Path:

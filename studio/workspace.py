@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.audio import AUDIO_EXTENSIONS, save_wav
+from preprocessing.errors import InputError
 from vae.checkpoint import Checkpoint, CheckpointError, find_checkpoints, load_checkpoint, read_config
 from vae.latents import LatentStats, load_latent_stats
 
 from .datasets import check_name, list_stores
+from .plots import safe_name, save_png
 
 
 @dataclass
@@ -147,7 +149,7 @@ class Workspace:
         name = check_name(name, "run")
         path = self.runs_dir / name
         if path.exists() and any(path.iterdir()):
-            raise FileExistsError(f"a run named {name!r} already exists in {self.runs_dir}; "
+            raise InputError(f"a run named {name!r} already exists in {self.runs_dir}; "
                                   "choose another name, or pick it under Resume")
         return path
 
@@ -187,7 +189,7 @@ class Workspace:
                 self._cache.popitem(last=False)
         return entry
 
-    # ----- audio files for players and downloads -----
+    # ----- files for players and downloads -----
 
     def wav(self, wave: np.ndarray, sample_rate: int, name: str) -> str:
         """Write ``wave`` as ``<audio dir>/<unique>/<name>.wav`` (16-bit) and return its path.
@@ -196,17 +198,23 @@ class Workspace:
         an array by its peak) and gives downloads a meaningful name. Old files are removed so the
         folder stays small.
         """
-        d = self.audio_dir / uuid.uuid4().hex[:12]
-        path = save_wav(d / f"{_safe_filename(name)}.wav", np.asarray(wave, dtype=np.float32), int(sample_rate))
+        d = self._track(self.audio_dir / uuid.uuid4().hex[:12])
+        path = d / f"{safe_name(name, 'audio')}.wav"
+        return str(save_wav(path, np.asarray(wave, dtype=np.float32), int(sample_rate)))
+
+    def png(self, rgb: np.ndarray, name: str) -> str:
+        """Write an RGB image (H, W, 3) uint8 as ``<audio dir>/<unique>/<name>.png``; return its path
+        (so a download is called e.g. ``0_alice_0_reconstruction.png``, not ``image.png``)."""
+        path = save_png(rgb, self.audio_dir, name)
+        self._track(Path(path).parent)
+        return path
+
+    def _track(self, d: Path, keep: int = 400) -> Path:
+        """Remember the folder of a new file; folders beyond the newest ``keep`` are removed."""
         with self._lock:
             self._wav_dirs.append(d)
-            old = self._wav_dirs[:-400]
-            del self._wav_dirs[:-400]
+            old = self._wav_dirs[:-keep]
+            del self._wav_dirs[:-keep]
         for o in old:
             shutil.rmtree(o, ignore_errors=True)
-        return str(path)
-
-
-def _safe_filename(name: str) -> str:
-    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip("._")
-    return (keep or "audio")[:80]
+        return d

@@ -7,7 +7,6 @@ with a few thousand parameters. Session-scoped fixtures are built once and must 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,13 @@ import pytest
 import soundfile as sf
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) does not add the repo root
-    sys.path.insert(0, str(ROOT))
+from preprocessing.config import SpectrogramConfig
+from preprocessing.store import Store, build_store
+from vae.checkpoint import Checkpoint
+from vae.config import ModelConfig, TrainConfig
+from vae.model import VAE
 
-from preprocessing.config import SpectrogramConfig  # noqa: E402
-from preprocessing.store import Store, build_store  # noqa: E402
-from vae.checkpoint import Checkpoint  # noqa: E402
-from vae.config import ModelConfig, TrainConfig  # noqa: E402
-from vae.model import VAE  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the repository (pyproject's `pythonpath` puts it on sys.path)
 
 # One thread on small machines: with other jobs on the same 2 cores, OpenMP threads oversubscribe
 # and training runs several times slower than with one.

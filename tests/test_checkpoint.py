@@ -17,6 +17,7 @@ from vae.checkpoint import (
     export_checkpoint,
     find_checkpoints,
     load_checkpoint,
+    load_config,
     load_training_state,
     save_checkpoint,
 )
@@ -362,3 +363,16 @@ def test_architecture_mismatch_message_joins_three_lines(saved, tmp_path):
 def test_find_checkpoints_skips_missing_roots_anywhere(saved, tmp_path):
     _, d = saved
     assert find_checkpoints(tmp_path / "missing", tmp_path) == [d]
+
+
+def test_load_config_reads_no_weights(saved):
+    """The configs alone (resuming checks them before any work): the same as a full load's, without weights."""
+    ck, d = saved
+    (d / "model.safetensors").unlink()
+    cc = load_config(d)
+    assert (cc.spec, cc.model_cfg, cc.train_cfg, cc.meta) == (ck.spec, ck.model_cfg, ck.train_cfg, {"arch": "tiny"})
+    with pytest.raises(CheckpointError, match=r"has no model\.safetensors"):
+        load_checkpoint(d)
+    _rewrite_config(d, lambda c: c["model"].update(activation="gelu"))
+    with pytest.raises(CheckpointError, match="bad or missing entry: activation must be"):
+        load_config(d)

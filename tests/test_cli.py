@@ -170,3 +170,48 @@ def test_subprocess_entry_point(tmp_path):
                           "--output", str(tmp_path / "s")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert _error_line(run.stderr) == f"error: input {tmp_path / 'none'} does not exist"
+
+
+def test_a_user_error_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["export", "--checkpoint", str(tmp_path), "--output", str(tmp_path / "file")]) == 2
+    assert _error_line(capsys.readouterr().err) == f"error: output {tmp_path / 'file'} is a file, not a folder; " \
+                                                   "choose another --output"
+    assert main(["sample", "--checkpoint", str(tmp_path), "--output", str(tmp_path / "file" / "sub")]) == 2
+    assert _error_line(capsys.readouterr().err) == f"error: output {tmp_path / 'file' / 'sub'} cannot be created: " \
+                                                   f"{tmp_path / 'file'} is a file"
+
+
+def test_every_user_error_is_caught_and_nothing_else(tmp_path, capsys, monkeypatch):
+    """A UserError of any kind prints one line; any other exception is a bug and propagates (traceback)."""
+    import vae.cli as cli
+    from preprocessing.errors import UserError
+
+    class Odd(UserError):
+        pass
+
+    def user_error(a):
+        raise Odd("an odd user error")
+
+    monkeypatch.setattr(cli, "cmd_export", user_error)
+    assert main(["export", "--checkpoint", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    assert _error_line(capsys.readouterr().err) == "error: an odd user error"
+
+    def bug(a):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_export", bug)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["export", "--checkpoint", str(tmp_path), "--output", str(tmp_path / "o")])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_bug_shows_its_traceback_in_a_subprocess(tmp_path):
+    code = ("import sys, vae.cli as c\n"
+            "def bug(a):\n    raise KeyError('a bug')\n"
+            "c.cmd_export = bug\nsys.exit(c.main(sys.argv[1:]))\n")
+    run = subprocess.run([sys.executable, "-c", code, "export", "--checkpoint", str(tmp_path),
+                          "--output", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "Traceback" in run.stderr and run.stderr.strip().endswith("KeyError: 'a bug'")
+    assert "error: " not in run.stderr

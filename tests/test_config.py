@@ -158,3 +158,61 @@ def test_training_presets():
     assert train_config("study", (256, 64)) == TrainConfig(
         epochs=150, batch_size=64, lr=5e-4, recon_weight=1e6, kl_weight=1.0, kl_warmup_epochs=0, grad_clip=0.0)
     assert train_config("default", (32, 64)) == TrainConfig(recon_weight=10.0 * 32 * 64)
+
+
+# --- one dict round trip for every config dataclass --------------------------------------------------
+
+
+@pytest.mark.parametrize(("cls", "what"), [(SpectrogramConfig, "spectrogram"), (ModelConfig, "model"),
+                                           (TrainConfig, "training")])
+def test_unknown_keys_are_named_for_every_config(cls, what):
+    d = cls().to_dict()
+    with _raises(f"unknown {what} parameters: ['bogus', 'zz']"):
+        cls.from_dict({**d, "zz": 1, "bogus": 2})
+    with _raises(f"unknown {what} parameters: ['bogus']"):
+        cls().replace(bogus=1)
+    with _raises(f"{what} parameters must be a dict, got str"):
+        cls.from_dict("not a dict")
+    assert cls.from_dict(json.loads(json.dumps(d))) == cls()  # JSON lists come back as tuples
+
+
+def test_model_config_needs_every_key():
+    """A default standing in for a missing architecture key would build another network."""
+    d = model_config("default", (32, 64)).to_dict()
+    del d["latent_dim"], d["channels"]
+    with _raises("missing model parameters: ['channels', 'latent_dim']"):
+        ModelConfig.from_dict(d)
+    assert TrainConfig.from_dict({"epochs": 3}) == TrainConfig(epochs=3)  # the others default
+    assert SpectrogramConfig.from_dict({"n_fft": 512}) == SpectrogramConfig(n_fft=512)
+
+
+def test_tuples_come_back_nested():
+    cfg = ModelConfig.from_dict({**ModelConfig().to_dict(), "strides": [[2, 2], [2, 2], [2, 2], [2, 2]],
+                                 "channels": [8, 8, 8, 8], "decoder_channels": [8, 8, 8]})
+    assert cfg.strides == ((2, 2),) * 4 and cfg.channels == (8,) * 4 and cfg.decoder_channels == (8,) * 3
+    assert hash(cfg)  # frozen and all tuples: hashable
+
+
+def test_enumerated_fields_are_literals():
+    import typing
+
+    hints = typing.get_type_hints(SpectrogramConfig)
+    assert typing.get_args(hints["normalisation"]) == ("global", "clip")
+    assert typing.get_args(hints["windowing"]) == ("all", "first")
+    assert typing.get_args(hints["phase"]) == ("griffinlim", "zero")
+    assert typing.get_args(typing.get_type_hints(ModelConfig)["activation"]) == ("relu", "leaky_relu")
+    assert typing.get_type_hints(TrainConfig)["device"] is str
+    with _raises("activation must be 'relu' or 'leaky_relu', got 'gelu'"):
+        ModelConfig(activation="gelu").validate()
+
+
+@pytest.mark.parametrize("name", ["digits", "music"])
+def test_shipped_checkpoint_configs_load(name):
+    from conftest import ROOT
+
+    config = json.loads((ROOT / "checkpoints" / name / "config.json").read_text())
+    assert ModelConfig.from_dict(config["model"]).to_dict() == config["model"] | {
+        "channels": tuple(config["model"]["channels"]), "decoder_channels": tuple(config["model"]["decoder_channels"]),
+        "strides": tuple(tuple(s) for s in config["model"]["strides"])}
+    assert SpectrogramConfig.from_dict(config["spectrogram"]).to_dict() == config["spectrogram"]
+    assert TrainConfig.from_dict(config["training"]).to_dict() == config["training"]

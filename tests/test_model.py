@@ -1,6 +1,7 @@
 """Model configuration and the conv VAE (vae.config, vae.model)."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from conftest import tiny_model_cfg
 
 from preprocessing.config import PRESETS, ConfigError
 from vae.config import ModelConfig, TrainConfig, model_config, train_config
-from vae.model import VAE, vae_loss
+from vae.model import VAE, _same_padding, vae_loss
 
 SHAPES = [PRESETS[n].shape for n in ("digits", "music", "study-digits", "study-music")]
 
@@ -92,7 +93,29 @@ def test_config_dict_round_trip():
     cfg = model_config("study", (256, 64))
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     tc = TrainConfig(epochs=3, lr=1e-4)
-    assert TrainConfig.from_dict({**tc.to_dict(), "obsolete": 1}) == tc
+    assert TrainConfig.from_dict(tc.to_dict()) == tc
+    with pytest.raises(ConfigError, match=re.escape("unknown training parameters: ['obsolete']")):
+        TrainConfig.from_dict({**tc.to_dict(), "obsolete": 1})  # named, not silently dropped
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_same_padding_does_not_depend_on_the_stride(kernel, stride):
+    """Padding k // 2 maps n -> ceil(n / s) for any odd kernel and stride; the transposed conv inverts it."""
+    assert _same_padding(kernel) == kernel // 2
+    conv = torch.nn.Conv2d(1, 1, kernel, stride, _same_padding(kernel))
+    up = torch.nn.ConvTranspose2d(1, 1, kernel, stride, _same_padding(kernel), output_padding=stride - 1)
+    for n in (12, 13, 24):
+        h = conv(torch.zeros(1, 1, n, n))
+        assert h.shape[-1] == math.ceil(n / stride)
+        if n % stride == 0:
+            assert up(h).shape[-1] == n
+
+
+@pytest.mark.parametrize("kernel", [0, 2, 4])
+def test_even_kernels_are_rejected(kernel):
+    with pytest.raises(ConfigError, match=f"kernel must be odd .*, got {kernel}"):
+        ModelConfig(kernel=kernel).validate()
 
 
 @pytest.mark.parametrize(("changes", "match"), [

@@ -1,10 +1,12 @@
 """The training generator: events, checkpoints, stop/resume, divergence, devices (vae.train)."""
 
+import copy
 import importlib
 import json
 import math
 import re
 import threading
+import typing
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,13 +14,14 @@ import pytest
 import torch
 from conftest import TINY, TRAIN_KW, tiny_model_cfg, write_fsdd_like
 
+from preprocessing.config import ConfigError
 from preprocessing.store import PreprocessError, Store, build_store
-from vae.checkpoint import CheckpointError, load_checkpoint, load_training_state
-from vae.config import ModelConfig, model_config, train_config
+from vae.checkpoint import CheckpointError, load_checkpoint, load_config, load_training_state
+from vae.config import ModelConfig, TrainConfig, model_config, train_config
 from vae.generate import encode, reconstruct
 from vae.latents import load_latent_stats
 from vae.model import VAE, vae_loss
-from vae.train import TrainingError, pick_device, train
+from vae.train import Diverged, EventKind, Preview, TrainingError, pick_device, resolve_configs, train, train_step
 
 STEPS = 3  # 24 training clips / batch 8
 train_module = importlib.import_module("vae.train")  # `vae.train` the attribute is the function
@@ -55,7 +58,7 @@ def test_event_sequence(trained):
     assert [e.epoch for e in epochs] == [1, 2, 3, 4]
     assert all(e.val is not None and e.samples_per_s > 0 for e in epochs)
     assert [e.preview is not None for e in epochs] == [True, True, False, True]  # first, every 2nd, last
-    assert epochs[0].preview["original"].shape == epochs[0].preview["reconstruction"].shape == (32, 64)
+    assert epochs[0].preview.original.shape == epochs[0].preview.reconstruction.shape == (32, 64)
     assert events[-1].checkpoint == str(trained[0])
 
 
@@ -373,10 +376,11 @@ def test_epoch_events_preview_and_latents_hold_the_right_values(trained, tiny_st
     # the last preview: the first test clip and its reconstruction by the final weights
     first_test = tiny_store.indices("test")[0]
     preview = epochs[-1].preview
-    assert preview["index"] == first_test and preview["name"] == tiny_store.clip_name(first_test)
-    np.testing.assert_array_equal(preview["original"], tiny_store.specs[first_test])
+    assert isinstance(preview, Preview)
+    assert preview.index == first_test and preview.name == tiny_store.clip_name(first_test)
+    np.testing.assert_array_equal(preview.original, tiny_store.specs[first_test])
     last = load_checkpoint(out / "last")
-    np.testing.assert_allclose(preview["reconstruction"], reconstruct(last, preview["original"])[0].numpy(),
+    np.testing.assert_allclose(preview.reconstruction, reconstruct(last, preview.original)[0].numpy(),
                                atol=1e-6)
     # latent statistics: posterior means of the training clips under the best checkpoint
     best = load_checkpoint(out)
@@ -442,9 +446,10 @@ def test_time_limit_stop_and_resume_events_with_a_fake_clock(tiny_store, tmp_pat
     first = list(train(tiny_store.path, tmp_path, model_cfg=tiny_model_cfg(), time_limit_s=0.5, **kw))
     assert [e.kind for e in first] == ["step", "step", "stopped"]
     s1, s2, stopped = first
-    # rate = clips seen this epoch / time this epoch; eta = remaining steps * batch size / rate
-    _check_event(s1, "step", 0, 2, 1, 3, losses=s1.losses, rate=10 / 0.25, eta=5 * 10 / 40.0, elapsed=0.25)
-    _check_event(s2, "step", 0, 2, 2, 3, losses=s2.losses, rate=20 / 0.5, eta=4 * 10 / 40.0, elapsed=0.5)
+    # rate = clips trained in this run / its training time; no ETA before the run's 3rd step (ETA_MIN_STEPS)
+    assert train_module.ETA_MIN_STEPS == 3
+    _check_event(s1, "step", 0, 2, 1, 3, losses=s1.losses, rate=10 / 0.25, eta=0.0, elapsed=0.25)
+    _check_event(s2, "step", 0, 2, 2, 3, losses=s2.losses, rate=20 / 0.5, eta=0.0, elapsed=0.5)
     _check_event(stopped, "stopped", 0, 2, 2, 3, losses=s2.losses, elapsed=0.5, checkpoint=str(tmp_path / "last"),
                  message="time limit reached at epoch 1, step 2; resume to continue")
     state = load_training_state(tmp_path / "last")
@@ -459,16 +464,18 @@ def test_time_limit_stop_and_resume_events_with_a_fake_clock(tiny_store, tmp_pat
     assert [e.kind for e in resumed] == ["step", "epoch"] + ["step"] * 3 + ["epoch", "done"]
     r3, e1, t1, t2, t3, e2, done = resumed
     out, last = str(tmp_path), str(tmp_path / "last")
-    _check_event(r3, "step", 0, 2, 3, 3, losses=r3.losses, rate=4 / 0.25, eta=3 * 10 / 16.0, elapsed=0.25)
+    _check_event(r3, "step", 0, 2, 3, 3, losses=r3.losses, rate=4 / 0.25, eta=0.0, elapsed=0.25)
     history = _meta(tmp_path / "last")["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert [h["train_time_s"] for h in history] == [0.8, 150.8]  # 0.75 and 150.75 s of training, rounded
     assert e1.losses == r3.losses == history[0]["train"]  # the resumed epoch's mean covers the steps it ran
     _check_event(e1, "epoch", 1, 2, 3, 3, losses=history[0]["train"], val=history[0]["val"], rate=4 / 0.25,
                  elapsed=0.25, checkpoint=out, message="")
-    _check_event(t1, "step", 1, 2, 1, 3, losses=t1.losses, rate=10 / 50, eta=2 * 10 / (10 / 50), elapsed=50.25)
-    _check_event(t2, "step", 1, 2, 2, 3, losses=t2.losses, rate=20 / 100, eta=1 * 10 / (20 / 100), elapsed=100.25)
-    _check_event(t3, "step", 1, 2, 3, 3, losses=t3.losses, rate=24 / 150, eta=0.0, elapsed=150.25)
+    # the resumed run's speed covers all its steps (4 + 10 + 10 + 4 clips), not just this epoch's; from its
+    # 3rd step on, eta = remaining steps * the run's wall time per step
+    _check_event(t1, "step", 1, 2, 1, 3, losses=t1.losses, rate=14 / 50.25, eta=0.0, elapsed=50.25)
+    _check_event(t2, "step", 1, 2, 2, 3, losses=t2.losses, rate=24 / 100.25, eta=1 * 100.25 / 3, elapsed=100.25)
+    _check_event(t3, "step", 1, 2, 3, 3, losses=t3.losses, rate=28 / 150.25, eta=0.0, elapsed=150.25)
     improved = history[1]["val"]["loss"] < history[0]["val"]["loss"]
     _check_event(e2, "epoch", 2, 2, 3, 3, losses=history[1]["train"], val=history[1]["val"], rate=24 / 150,
                  elapsed=150.25, checkpoint=out if improved else last)
@@ -681,3 +688,74 @@ def test_batches_preload_up_to_the_limit(tiny_store, monkeypatch, room):
     for s, batch in enumerate(got):
         rows = sorted(np.asarray(idx)[order[s * 10:(s + 1) * 10]])
         torch.testing.assert_close(batch, torch.from_numpy(np.array(tiny_store.specs[rows])).unsqueeze(1))
+
+
+# --- the named steps: configs, one optimisation step, the ETA --------------------------------------------
+
+
+def test_resolve_configs_checks_overrides(tiny_store, tmp_path, monkeypatch):
+    cfg = resolve_configs(tiny_store, epochs=2, latent_dim=3, device="cpu")
+    assert (cfg.arch, cfg.epochs_done, cfg.device) == ("default", 0, torch.device("cpu"))
+    assert cfg.model == model_config("default", (32, 64), latent_dim=3)
+    assert cfg.train == train_config("default", (32, 64)).replace(epochs=2, device="cpu")
+    with pytest.raises(ConfigError, match=re.escape("unknown training parameters: ['bogus', 'epoch']")):
+        resolve_configs(tiny_store, epoch=3, bogus=1)
+    for kw in ({}, {"model_cfg": tiny_model_cfg()}):  # also when a model config is given
+        with pytest.raises(ConfigError, match=r"^latent_dim must be at least 1, got 0$"):
+            resolve_configs(tiny_store, latent_dim=0, **kw)
+    with pytest.raises(ConfigError, match="lr must be positive"):
+        resolve_configs(tiny_store, lr=0.0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TrainingError, match="CUDA is not available"):
+        resolve_configs(tiny_store, device="cuda")
+    with pytest.raises(ConfigError, match=re.escape("unknown training parameters: ['epoch']")):
+        next(train(tiny_store.path, tmp_path / "out", epoch=3))
+    assert not (tmp_path / "out").exists()
+
+
+def test_resolve_configs_on_resume_keeps_the_model(trained, tiny_store):
+    last = load_config(trained[0] / "last")
+    cfg = resolve_configs(tiny_store, "study", last=last, epochs=6, latent_dim=9)
+    assert (cfg.arch, cfg.model, cfg.epochs_done) == ("default", tiny_model_cfg(), 4)
+    assert cfg.train == last.train_cfg.replace(epochs=6)
+
+
+def test_train_step_is_one_clipped_adam_step(tiny_store):
+    """Forward, loss (KL weight scaled), backward, clipping, Adam: the same as written out here, bit for bit;
+    a non-finite loss raises Diverged before the weights change."""
+    tc = TrainConfig(lr=1e-3, recon_weight=10.0, kl_weight=0.5, grad_clip=1.0)
+    x = _specs(tiny_store, tiny_store.indices("train")[:8])
+    torch.manual_seed(0)
+    a = VAE(tiny_model_cfg()).train()
+    b = copy.deepcopy(a)
+    opt_a, opt_b = torch.optim.Adam(a.parameters(), lr=1e-3), torch.optim.Adam(b.parameters(), lr=1e-3)
+    torch.manual_seed(1)
+    losses = train_step(a, opt_a, x, tc, kl_scale=0.5)
+    torch.manual_seed(1)
+    x_hat, mu, logvar = b(x)
+    loss, recon, kl = vae_loss(x_hat, x, mu, logvar, 10.0, 0.25)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(b.parameters(), 1.0)
+    opt_b.step()
+    assert losses == {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
+    for (name, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), name
+    before = {k: v.detach().clone() for k, v in a.named_parameters()}  # (batch-norm statistics do move)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(Diverged, match=r"^loss became nan$"):
+        train_step(a, opt_a, bad, tc)
+    assert all(torch.equal(v, before[k]) for k, v in a.named_parameters())
+
+
+def test_eta_uses_the_whole_run_not_the_epochs_first_step(tiny_store, tmp_path, monkeypatch):
+    """Steps of 1 s but a slow (10 s) first step in epoch 2: the speed and ETA come from all of the run's
+    steps, so that one step moves the ETA little; no ETA before the run's 3rd step."""
+    _Clock(monkeypatch, [1.0, 1.0, 1.0, 10.0, 1.0, 1.0])
+    events = _run(tiny_store, tmp_path, epochs=2, batch_size=10, preview_every=0)
+    steps = [e for e in events if e.kind == "step"]
+    assert [(e.epoch, e.step) for e in steps] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    # remaining steps x wall time so far / steps so far
+    assert [e.eta_s for e in steps] == pytest.approx([0, 0, 3 * 3 / 3, 2 * 13 / 4, 1 * 14 / 5, 0], rel=1e-12)
+    assert [e.samples_per_s for e in steps] == pytest.approx([10, 10, 8, 34 / 13, 44 / 14, 48 / 15], rel=1e-12)
+    assert all(isinstance(e.kind, str) and e.kind in typing.get_args(EventKind) for e in events)

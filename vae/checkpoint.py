@@ -95,19 +95,35 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint directory; raises :class:`CheckpointError` saying what is wrong."""
-    directory = Path(directory)
+@dataclass
+class CheckpointConfig:
+    """A checkpoint's config.json, parsed and checked: everything but the weights."""
+
+    spec: SpectrogramConfig
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_config(directory: str | Path) -> CheckpointConfig:
+    """The configs of a checkpoint directory (no weights read); raises :class:`CheckpointError`."""
     config = read_config(directory)
     try:
         model_cfg = ModelConfig.from_dict(config["model"])
         spec = SpectrogramConfig.from_dict(config["spectrogram"])
-        train_cfg = TrainConfig.from_dict(config.get("training", {}))
+        train_cfg = TrainConfig.from_dict(config.get("training", {}))  # absent in hand-made checkpoints
     except (KeyError, TypeError, ValueError) as e:  # ConfigError is a ValueError
         raise CheckpointError(f"{directory}/config.json has a bad or missing entry: {e}") from None
     if (model_cfg.n_freq, model_cfg.n_frames) != spec.shape:
         raise CheckpointError(f"{directory}: model expects {model_cfg.n_freq}x{model_cfg.n_frames} "
                               f"spectrograms but its spectrogram config gives {spec.shape[0]}x{spec.shape[1]}")
+    return CheckpointConfig(spec, model_cfg, train_cfg, config.get("meta", {}))
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint directory; raises :class:`CheckpointError` saying what is wrong."""
+    directory = Path(directory)
+    cc = load_config(directory)
     weights_path = directory / "model.safetensors"
     if not weights_path.is_file():
         raise CheckpointError(f"{directory} has no model.safetensors")
@@ -115,7 +131,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         weights = load_file(str(weights_path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights_path} is not a readable safetensors file ({e})") from None
-    model = VAE(model_cfg)
+    model = VAE(cc.model_cfg)
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
@@ -123,7 +139,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         raise CheckpointError(f"{weights_path} does not match the architecture in config.json: "
                               f"{' '.join(first[:3])[:400]}") from None
     model.to(device).eval()
-    return Checkpoint(model, spec, model_cfg, train_cfg, config.get("meta", {}), directory)
+    return Checkpoint(model, cc.spec, cc.model_cfg, cc.train_cfg, cc.meta, directory)
 
 
 def export_checkpoint(source: str | Path, output: str | Path, half: bool = False) -> Path:

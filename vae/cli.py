@@ -1,13 +1,15 @@
 """Command line: ``python -m vae <verb>`` over the same library the app uses.
 
 Verbs: preprocess, train, reconstruct, sample, evaluate, export. Each has ``--help``. Long work shows
-a tqdm bar on stderr; errors print one line ``error: ...`` and exit with status 2.
+a tqdm bar on stderr; errors the user can fix (:class:`~preprocessing.errors.UserError`) print one line
+``error: ...`` and exit with status 2; any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -18,15 +20,14 @@ from tqdm import tqdm
 
 from preprocessing.audio import AudioError, load_audio, save_wav
 from preprocessing.config import PRESETS, ConfigError, preset
-from preprocessing.store import PreprocessError, build_store, find_audio
+from preprocessing.errors import InputError, UserError
+from preprocessing.store import build_store, find_audio
 
-from .checkpoint import CheckpointError, export_checkpoint, load_checkpoint
+from .checkpoint import export_checkpoint, load_checkpoint
 from .config import ARCHS
 from .evaluate import evaluate
 from .generate import decode, reconstruct_audio, sample, to_wave
-from .train import TrainingError, pick_device, train
-
-USER_ERRORS = (AudioError, CheckpointError, ConfigError, PreprocessError, TrainingError, FileNotFoundError)
+from .train import pick_device, train
 
 
 def _bar(desc: str, unit: str = "file") -> tuple[tqdm, Callable[[int, int, str], None]]:
@@ -208,13 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_output(path: str) -> None:
+    """Raise :class:`InputError` now if ``path`` cannot become an output folder (a file is in the way, or
+    the folder it would go in is not writable), rather than after the work."""
+    p = Path(path).absolute()
+    if p.exists() and not p.is_dir():
+        raise InputError(f"output {path} is a file, not a folder; choose another --output")
+    parent = next(a for a in (p, *p.parents) if a.exists())
+    if not parent.is_dir():
+        raise InputError(f"output {path} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output {path} cannot be written: no write permission in {parent}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb. A :class:`UserError` prints ``error: <message>`` and returns 2; anything else is a
+    bug and propagates with its traceback."""
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "count", 1) is not None and getattr(args, "count", 1) < 1:
             raise ConfigError("--count must be at least 1")
+        if getattr(args, "output", None):
+            _check_output(args.output)
         return args.func(args)
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,17 +11,28 @@ the per-pixel sum. See README "Architecture comparison" for the numbers behind i
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar, Literal
 
-from preprocessing.config import ConfigError
+from preprocessing.config import ConfigError, DictConfig
 
-ARCHS = ("default", "study")
+Arch = Literal["default", "study"]
+Activation = Literal["relu", "leaky_relu"]
+ARCHS: tuple[str, ...] = typing.get_args(Arch)
+ACTIVATIONS: tuple[str, ...] = typing.get_args(Activation)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictConfig):
     """A convolutional VAE over (1, n_freq, n_frames) spectrograms in [0, 1]."""
+
+    what: ClassVar[str] = "model"
+    # every field: a default standing in for a missing one could build another network (latent_dim's
+    # default was once 32)
+    required: ClassVar[tuple[str, ...]] = (
+        "n_freq", "n_frames", "channels", "strides", "decoder_channels", "kernel", "latent_dim", "activation",
+        "norm_first")
 
     n_freq: int = 128
     n_frames: int = 96
@@ -30,7 +41,7 @@ class ModelConfig:
     decoder_channels: tuple[int, ...] = (128, 64, 32)  # transposed-conv filters before the output layer
     kernel: int = 3
     latent_dim: int = 64
-    activation: str = "leaky_relu"  # "relu" | "leaky_relu"
+    activation: Activation = "leaky_relu"
     norm_first: bool = True  # conv -> norm -> act (True) or the study's conv -> act -> norm
 
     @property
@@ -48,7 +59,9 @@ class ModelConfig:
             raise ConfigError("channels and strides must be non-empty and of equal length")
         if len(self.decoder_channels) != len(self.channels) - 1:
             raise ConfigError("decoder_channels must have one entry fewer than channels")
-        if self.activation not in ("relu", "leaky_relu"):
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ConfigError(f"kernel must be odd (padding kernel // 2 keeps the shapes mirrored), got {self.kernel}")
+        if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be 'relu' or 'leaky_relu', got {self.activation!r}")
         fs = ts = 1
         for sf, st in self.strides:
@@ -60,17 +73,6 @@ class ModelConfig:
                 f"adjust duration/hop (n_frames = 1 + duration*sample_rate // hop) or n_fft"
             )
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        d = dict(d)
-        d["channels"] = tuple(d["channels"])
-        d["decoder_channels"] = tuple(d["decoder_channels"])
-        d["strides"] = tuple(tuple(s) for s in d["strides"])
-        return cls(**d).validate()
 
 
 def model_config(arch: str, shape: tuple[int, int], latent_dim: int | None = None) -> ModelConfig:
@@ -107,8 +109,10 @@ def model_config(arch: str, shape: tuple[int, int], latent_dim: int | None = Non
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Optimisation settings. Loss = recon_weight * per-pixel MSE + kl_weight * KL (nats)."""
+
+    what: ClassVar[str] = "training"
 
     epochs: int = 40
     batch_size: int = 32
@@ -133,17 +137,6 @@ class TrainConfig:
         if self.recon_weight <= 0 or self.kl_weight < 0:
             raise ConfigError("recon_weight must be positive and kl_weight non-negative")
         return self
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None}).validate()
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names}).validate()
 
 
 def train_config(arch: str, shape: tuple[int, int]) -> TrainConfig:

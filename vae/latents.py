@@ -70,20 +70,31 @@ def n_sliders(stats: LatentStats, coverage: float = SLIDER_COVERAGE, cap: int = 
     return min(stats.n_sliders(coverage, cap), len(stats.components))
 
 
-def to_sliders(stats: LatentStats, z: torch.Tensor, n: int,
-               range_sd: float = RANGE_SD) -> tuple[list[float], torch.Tensor]:
+def to_sliders(stats: LatentStats, z: torch.Tensor, n: int, range_sd: float = RANGE_SD,
+               step: float | None = None) -> tuple[list[float], torch.Tensor]:
     """Code (D,) -> (slider values in SD for the first ``n`` directions, residual (D,)).
 
-    The residual is the part of ``z`` outside the slider directions, so starting from a clip keeps
-    everything about it the sliders do not cover. Values outside +/- ``range_sd`` are clipped to the
-    slider range (the code then moves to the edge).
+    The residual is the part of ``z`` the slider values do not say, so starting from a clip keeps
+    everything about it the sliders do not cover: ``from_sliders(values, residual)`` gives ``z`` back.
+    With ``step``, values are rounded to multiples of it (a slider's grid) and the remainder stays in
+    the residual. Values outside +/- ``range_sd`` are clipped to the slider range (the code then
+    moves to the edge).
     """
     z = torch.as_tensor(z, dtype=torch.float32).reshape(-1)
     comps, sd = stats.components[:n], stats.component_sd[:n].clamp_min(1e-8)
     coords = (z - stats.mean) @ comps.T  # (n,)
+    if step:
+        snapped = torch.round(coords / sd / step) * step
+        residual = z - stats.mean - (snapped * sd) @ comps
+        return [round(float(v), 6) for v in snapped.clamp(-range_sd, range_sd)], residual
     residual = z - stats.mean - coords @ comps
-    values = (coords / sd).clamp(-range_sd, range_sd)
-    return [round(float(v), 3) for v in values], residual
+    return [round(float(v), 3) for v in (coords / sd).clamp(-range_sd, range_sd)], residual
+
+
+def zero_sliders(stats: LatentStats, z: torch.Tensor, n: int) -> tuple[list[float], torch.Tensor]:
+    """Code (D,) -> (all ``n`` sliders at 0, residual (D,)): ``z`` itself becomes where the sliders
+    start (e.g. the prior's origin, which is rarely the codes' mean)."""
+    return [0.0] * n, torch.as_tensor(z, dtype=torch.float32).reshape(-1) - stats.mean
 
 
 def from_sliders(stats: LatentStats, values: list[float], residual: torch.Tensor) -> torch.Tensor:

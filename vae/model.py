@@ -17,9 +17,12 @@ def _block(conv: nn.Module, channels: int, cfg: ModelConfig) -> nn.Sequential:
     return nn.Sequential(conv, norm, act) if cfg.norm_first else nn.Sequential(conv, act, norm)
 
 
-def _same_padding(kernel: int, stride: tuple[int, int]) -> tuple[int, int]:
-    # With kernel 3 and padding 1 a stride-s conv maps n -> n/s, like Keras' 'same'.
-    return (kernel // 2, kernel // 2)
+def _same_padding(kernel: int) -> int:
+    """Padding of an odd ``kernel`` that makes a stride-s conv map n -> ceil(n / s), like Keras' 'same'.
+
+    floor((n + 2 * (k // 2) - k) / s) + 1 = floor((n - 1) / s) + 1 for odd k: the stride does not enter.
+    """
+    return kernel // 2
 
 
 class Encoder(nn.Module):
@@ -27,7 +30,7 @@ class Encoder(nn.Module):
         super().__init__()
         layers, c_in = [], 1
         for c, s in zip(cfg.channels, cfg.strides):
-            layers.append(_block(nn.Conv2d(c_in, c, cfg.kernel, s, _same_padding(cfg.kernel, s)), c, cfg))
+            layers.append(_block(nn.Conv2d(c_in, c, cfg.kernel, s, _same_padding(cfg.kernel)), c, cfg))
             c_in = c
         self.convs = nn.Sequential(*layers)
         self.mu = nn.Linear(math.prod(cfg.bottleneck), cfg.latent_dim)
@@ -54,8 +57,8 @@ class Decoder(nn.Module):
     @staticmethod
     def _up(c_in: int, c_out: int, stride: tuple[int, int], kernel: int) -> nn.ConvTranspose2d:
         # output_padding = stride - 1 makes each layer exactly invert the encoder's n -> n/s.
-        pad = _same_padding(kernel, stride)
-        return nn.ConvTranspose2d(c_in, c_out, kernel, stride, pad, output_padding=(stride[0] - 1, stride[1] - 1))
+        return nn.ConvTranspose2d(c_in, c_out, kernel, stride, _same_padding(kernel),
+                                  output_padding=(stride[0] - 1, stride[1] - 1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.dense(z).view(-1, *self.bottleneck)  # (B, C, F', T')

@@ -3,6 +3,10 @@
 ``for event in train(...)`` drives training; the CLI turns events into a tqdm bar, the app into
 live plots. One loop serves both. Checkpoints: ``output/last`` every epoch (and on stop),
 ``output`` itself whenever validation loss improves.
+
+The steps, each its own function: :func:`resolve_configs` (configs and overrides, checked before any
+work), :func:`train_step` (one optimisation step, also timed by the benchmarks), :func:`_validate`,
+:func:`_save` (a checkpoint of the :class:`LoopState`) and :func:`_stop` (the one way a run stops early).
 """
 
 from __future__ import annotations
@@ -11,45 +15,68 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from preprocessing.config import ConfigError
 from preprocessing.errors import UserError
 from preprocessing.store import Store
 
-from .checkpoint import load_checkpoint, load_training_state, read_config, save_checkpoint
+from .checkpoint import CheckpointConfig, load_checkpoint, load_config, load_training_state, save_checkpoint
 from .config import ModelConfig, TrainConfig, model_config, train_config
 from .latents import compute_latent_stats, save_latent_stats
 from .model import VAE, vae_loss
 
 PRELOAD_BYTES = 2 << 30  # datasets smaller than this are copied to RAM (faster batches)
+ETA_MIN_STEPS = 3  # no ETA before a run has done this many steps: the first ones say little about speed
+LOSS_KEYS = ("loss", "recon", "kl")
+EventKind = Literal["step", "epoch", "done", "stopped"]
 
 
 class TrainingError(UserError):
     """Training cannot start or had to stop (diverged, bad data); the message says what to do."""
 
 
+class Diverged(TrainingError):
+    """A training step's loss is not finite; ``loss`` holds its value."""
+
+    def __init__(self, loss: float):
+        super().__init__(f"loss became {loss}")
+        self.loss = loss
+
+
+@dataclass
+class Preview:
+    """A validation clip and its reconstruction by the current weights, (F, T) arrays in [0, 1]."""
+
+    index: int  # clip index in the store
+    name: str
+    original: np.ndarray
+    reconstruction: np.ndarray
+
+
 @dataclass
 class TrainEvent:
-    """One progress report. ``kind``: "step", "epoch", "done" or "stopped"."""
+    """One progress report."""
 
-    kind: str
+    kind: EventKind
     epoch: int  # epochs completed (for "step": the current epoch, 0-based)
     epochs: int
     step: int = 0  # step within the epoch
     steps: int = 0  # steps per epoch
     losses: dict[str, float] = field(default_factory=dict)  # running training means
     val: dict[str, float] | None = None
-    samples_per_s: float = 0.0
-    eta_s: float = 0.0
+    samples_per_s: float = 0.0  # "step": over this run's training steps; "epoch": over the epoch
+    eta_s: float = 0.0  # 0 until the run has done ETA_MIN_STEPS steps
     elapsed_s: float = 0.0
     checkpoint: str | None = None
-    preview: dict[str, Any] | None = None  # {"index", "name", "original", "reconstruction"} (F, T) arrays
+    preview: Preview | None = None
     message: str = ""
 
     @property
@@ -76,6 +103,60 @@ def pick_device(name: str = "auto") -> torch.device:
         raise TrainingError(f"unknown device {name!r} ({e})") from None
 
 
+# ----- (a) configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's configuration, resolved and checked before any work starts."""
+
+    arch: str
+    model: ModelConfig
+    train: TrainConfig
+    device: torch.device
+    epochs_done: int = 0  # epochs trained before (when resuming)
+
+
+OVERRIDES = frozenset(f.name for f in dataclasses.fields(TrainConfig)) | {"latent_dim"}
+
+
+def resolve_configs(store: Store, arch: str = "default", model_cfg: ModelConfig | None = None,
+                    train_cfg: TrainConfig | None = None, last: CheckpointConfig | None = None,
+                    **overrides: Any) -> RunConfig:
+    """The model and training configs of a run on ``store``, with ``overrides`` applied and checked.
+
+    ``overrides``: :class:`TrainConfig` fields and ``latent_dim``; ``last``: the config of ``output/last``
+    when resuming (its model, arch and training settings are kept; overrides such as ``epochs`` still
+    apply). Raises :class:`ConfigError` for an unknown or bad value, :class:`TrainingError` for a device
+    that is not available or a model that does not fit the store. The one place the device is checked.
+    """
+    unknown = sorted(set(overrides) - OVERRIDES)
+    if unknown:
+        raise ConfigError(f"unknown training parameters: {unknown}")
+    latent_dim = overrides.pop("latent_dim", None)
+    if latent_dim is not None and int(latent_dim) < 1:
+        raise ConfigError(f"latent_dim must be at least 1, got {latent_dim}")
+    epochs_done = 0
+    if last is not None:  # a trained model keeps its architecture: latent_dim does not apply
+        if last.spec.shape != store.config.shape:
+            raise TrainingError(f"cannot resume: checkpoint expects {last.spec.shape} spectrograms, "
+                                f"store has {store.config.shape}")
+        model_cfg, arch = last.model_cfg, last.meta.get("arch", arch)
+        # a time limit belongs to the run that set it: a resumed run has none unless given again
+        train_cfg = dataclasses.replace(last.train_cfg, time_limit_s=None).replace(**overrides)
+        epochs_done = int(last.meta.get("epoch", 0))
+    else:
+        model_cfg = model_cfg or model_config(arch, store.config.shape, latent_dim)
+        train_cfg = (train_cfg or train_config(arch, store.config.shape)).replace(**overrides)
+    if (model_cfg.n_freq, model_cfg.n_frames) != store.config.shape:
+        raise TrainingError(f"model expects {model_cfg.n_freq}x{model_cfg.n_frames} spectrograms, "
+                            f"store {store.path} has {store.config.shape[0]}x{store.config.shape[1]}")
+    return RunConfig(arch, model_cfg, train_cfg, pick_device(train_cfg.device), epochs_done)
+
+
+# ----- data ------------------------------------------------------------------------------------------
+
+
 class _Batches:
     """Shuffled mini-batches of one split, deterministic per (seed, epoch)."""
 
@@ -89,37 +170,147 @@ class _Batches:
     def __len__(self) -> int:
         return math.ceil(len(self.idx) / self.batch_size)
 
-    def epoch(self, seed: int, epoch: int, shuffle: bool = True) -> Iterator[torch.Tensor]:
+    def epoch(self, seed: int, epoch: int, shuffle: bool = True, start: int = 0) -> Iterator[torch.Tensor]:
+        """The epoch's batches from batch ``start`` on (the order does not depend on ``start``)."""
         order = np.random.default_rng([seed, epoch]).permutation(len(self.idx)) if shuffle else np.arange(len(self.idx))
-        for s in range(0, len(order), self.batch_size):
+        for s in range(start * self.batch_size, len(order), self.batch_size):
             rows = np.sort(self.idx[order[s:s + self.batch_size]])
             yield torch.from_numpy(np.asarray(self.data[rows])).unsqueeze(1)  # (B, 1, F, T)
+
+
+# ----- (b) one optimisation step ---------------------------------------------------------------------
+
+
+def train_step(model: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, tc: TrainConfig, kl_scale: float = 1.0,
+               forward: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
+               autocast: AbstractContextManager | None = None) -> dict[str, float]:
+    """Forward, loss, non-finite check, backward, gradient clipping and ``opt.step()`` on a batch
+    ``x`` (B, 1, F, T); the KL weight is ``tc.kl_weight * kl_scale`` (warm-up). ``forward`` (e.g. a
+    compiled ``model``) and ``autocast`` serve the benchmarks. Returns the batch's losses; raises
+    :class:`Diverged` before touching the weights when the loss is not finite."""
+    with autocast or nullcontext():
+        x_hat, mu, logvar = (forward or model)(x)
+        loss, recon, kl = vae_loss(x_hat.float(), x, mu.float(), logvar.float(), tc.recon_weight,
+                                   tc.kl_weight * kl_scale)
+    if not torch.isfinite(loss):
+        raise Diverged(float(loss.detach()))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if tc.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    opt.step()
+    return {k: float(v.detach()) for k, v in zip(LOSS_KEYS, (loss, recon, kl))}
+
+
+# ----- (c) validation and previews -------------------------------------------------------------------
 
 
 def _validate(model: VAE, batches: _Batches, device: torch.device, tc: TrainConfig) -> dict[str, float]:
     """Mean validation losses; reconstructions decode the posterior mean (deterministic)."""
     model.eval()
-    sums, n = {"loss": 0.0, "recon": 0.0, "kl": 0.0}, 0
+    sums, n = dict.fromkeys(LOSS_KEYS, 0.0), 0
     with torch.no_grad():
         for x in batches.epoch(tc.seed, 0, shuffle=False):
             x = x.to(device)
             mu, logvar = model.encode(x)
             loss, recon, kl = vae_loss(model.decode(mu), x, mu, logvar, tc.recon_weight, tc.kl_weight)
-            for k, v in (("loss", loss), ("recon", recon), ("kl", kl)):
+            for k, v in zip(LOSS_KEYS, (loss, recon, kl)):
                 sums[k] += float(v) * len(x)
             n += len(x)
     model.train()
     return {k: v / max(1, n) for k, v in sums.items()}
 
 
-def _preview(model: VAE, store: Store, index: int, device: torch.device) -> dict[str, Any]:
+def _preview(model: VAE, store: Store, index: int, device: torch.device) -> Preview:
     model.eval()
     with torch.no_grad():
         x = torch.from_numpy(np.array(store.specs[index])).to(device)[None, None]  # copy: memmap is read-only
         x_hat = model.decode(model.encode(x)[0])
     model.train()
-    return {"index": index, "name": store.clip_name(index),
-            "original": x[0, 0].cpu().numpy(), "reconstruction": x_hat[0, 0].cpu().numpy()}
+    return Preview(index, store.clip_name(index), x[0, 0].cpu().numpy(), x_hat[0, 0].cpu().numpy())
+
+
+# ----- the loop's state and its checkpoints ----------------------------------------------------------
+
+
+@dataclass
+class LoopState:
+    """Where training is: saved with ``output/last`` and restored on resume."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps done within the current epoch
+    best: float = math.inf  # best validation loss so far
+    train_time: float = 0.0  # seconds in training steps, over every run
+    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: train/val losses, train_time_s
+    saved_last: tuple[int, int] | None = None  # (epoch, step) of the latest save of output/last in this run
+
+
+@dataclass
+class _Speed:
+    """This run's speed: over all its training steps, since one epoch's first steps alone are noisy."""
+
+    t0: float  # time.perf_counter() at the run's start
+    steps: int = 0
+    samples: int = 0
+    train_time: float = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def samples_per_s(self) -> float:
+        return self.samples / max(1e-9, self.train_time)
+
+    def eta(self, remaining_steps: int) -> float:
+        """Seconds left at the run's mean wall time per step (validation included); 0 before ETA_MIN_STEPS."""
+        return remaining_steps * self.elapsed() / self.steps if self.steps >= ETA_MIN_STEPS else 0.0
+
+
+@dataclass
+class _Run:
+    """Everything one call of :func:`train` works with."""
+
+    cfg: RunConfig
+    output: Path
+    store: Store
+    model: VAE
+    opt: torch.optim.Optimizer
+    batches: _Batches
+    val_batches: _Batches
+    train_idx: list[int]
+    preview_index: int  # the first validation clip
+    meta: dict[str, Any]  # written into every checkpoint
+    state: LoopState
+    speed: _Speed
+    start_epoch: int
+    message: str = ""
+
+    @property
+    def tc(self) -> TrainConfig:
+        return self.cfg.train
+
+    @property
+    def steps(self) -> int:
+        return len(self.batches)
+
+
+def _save(run: _Run, directory: Path, with_state: bool) -> None:
+    """Checkpoint the model into ``directory``; with the training state for ``output/last``."""
+    st = run.state
+    step = st.step if with_state else 0  # the best checkpoint is an epoch's end
+    meta = {**run.meta, "epoch": st.epoch, "step": step, "best_val": st.best,
+            "train_time_s": round(st.train_time, 1), "history": st.history}
+    ts = None
+    if with_state:
+        ts = {"optimizer": run.opt.state_dict(), "epoch": st.epoch, "step": st.step, "best": st.best,
+              "train_time": st.train_time, "rng": torch.get_rng_state()}
+        st.saved_last = (st.epoch, st.step)
+    save_checkpoint(directory, run.model, run.store.config, run.tc, meta, ts)
+
+
+def _save_stats(output: Path, store: Store, indices: list[int], device: torch.device) -> None:
+    """Latent statistics of the best checkpoint, for exploration without the dataset."""
+    best = load_checkpoint(output, device)
+    save_latent_stats(output, compute_latent_stats(best.model, store, indices))
 
 
 def _should_stop(stop: threading.Event | None, tc: TrainConfig, train_time: float) -> str:
@@ -131,6 +322,20 @@ def _should_stop(stop: threading.Event | None, tc: TrainConfig, train_time: floa
     return ""
 
 
+def _stop(run: _Run, why: str, losses: dict[str, float], val: dict[str, float] | None) -> TrainEvent:
+    """Save what resuming needs (mid-epoch or after an epoch) and report the stop."""
+    st, out = run.state, run.output
+    if st.saved_last != (st.epoch, st.step):
+        _save(run, out / "last", True)
+    if not (out / "config.json").exists():  # no validated best yet: the latest is the best we have
+        _save(run, out, False)
+    _save_stats(out, run.store, run.train_idx, run.cfg.device)
+    where = f"at epoch {st.epoch + 1}, step {st.step}" if st.step else f"after epoch {st.epoch}"
+    return TrainEvent("stopped", st.epoch, run.tc.epochs, st.step or run.steps, run.steps, losses, val,
+                      elapsed_s=run.speed.elapsed(), checkpoint=str(out / "last"),
+                      message=f"{why} {where}; resume to continue")
+
+
 def _diverged(what: str, output: Path, tc: TrainConfig) -> TrainingError:
     """The error for a non-finite loss: what happened, where the good checkpoint is, what to try."""
     return TrainingError(f"{what}; training stopped. The last good checkpoint is in {output / 'last'}. "
@@ -138,10 +343,97 @@ def _diverged(what: str, output: Path, tc: TrainConfig) -> TrainingError:
                          "then --resume.")
 
 
-def _save_stats(output: Path, store: Store, indices: list[int], device: torch.device) -> None:
-    """Latent statistics of the best checkpoint, for exploration without the dataset."""
-    best = load_checkpoint(output, device)
-    save_latent_stats(output, compute_latent_stats(best.model, store, indices))
+# ----- setting up and running ------------------------------------------------------------------------
+
+
+def _setup(store: Store, output: Path, cfg: RunConfig, resume: bool) -> _Run:
+    """Model, optimiser, batches and loop state (restored from ``output/last`` when resuming)."""
+    tc, device = cfg.train, cfg.device
+    train_idx, val_idx = store.indices("train"), store.indices("test")
+    message = ""
+    if not train_idx:
+        raise TrainingError(f"store {store.path} has no training clips")
+    if not val_idx:
+        val_idx = train_idx[: max(1, len(train_idx) // 10)]
+        message = "store has no test split: validating on a slice of the training clips"
+    torch.manual_seed(tc.seed)
+    model = VAE(cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    state = LoopState()
+    if resume:
+        ck, saved = load_checkpoint(output / "last"), load_training_state(output / "last")
+        model.load_state_dict(ck.model.state_dict())
+        opt.load_state_dict(saved["optimizer"])
+        for group in opt.param_groups:
+            group["lr"] = tc.lr
+        state = LoopState(int(saved["epoch"]), int(saved["step"]), float(saved["best"]), float(saved["train_time"]),
+                          list(ck.meta.get("history", [])))
+        torch.set_rng_state(saved["rng"])
+    model.train()
+    meta = {"arch": cfg.arch, "store": str(store.path.resolve()), "n_train": len(train_idx), "n_val": len(val_idx),
+            "device": str(device), "torch": torch.__version__,
+            # decoding a sample needs a dB range; per-clip normalisation has none, so keep a typical one
+            "typical_range": [float(np.median([store.clips[i][k] for i in train_idx])) for k in ("lo", "hi")]}
+    return _Run(cfg, output, store, model, opt, _Batches(store, train_idx, tc.batch_size), _Batches(store, val_idx, 64),
+                train_idx, val_idx[0], meta, state, _Speed(time.perf_counter()), state.epoch, message)
+
+
+EpochSteps = Generator[TrainEvent, None, tuple[dict[str, float], int] | None]
+
+
+def _train_epoch(run: _Run, stop: threading.Event | None) -> EpochSteps:
+    """The current epoch's steps (from ``state.step`` on), one event each. Returns (mean losses, clips
+    seen), or None after yielding a "stopped" event (a stop before the epoch's last step)."""
+    st, tc, speed, steps = run.state, run.tc, run.speed, run.steps
+    epoch, device = st.epoch, run.cfg.device
+    sums, seen = dict.fromkeys(LOSS_KEYS, 0.0), 0
+    for x in run.batches.epoch(tc.seed, epoch, start=st.step):
+        t0 = time.perf_counter()
+        x = x.to(device, non_blocking=True)
+        warm = min(1.0, (epoch + st.step / steps) / tc.kl_warmup_epochs) if tc.kl_warmup_epochs else 1.0
+        try:
+            losses = train_step(run.model, run.opt, x, tc, warm)
+        except Diverged as e:
+            raise _diverged(f"{e} at epoch {epoch + 1}, step {st.step + 1}", run.output, tc) from None
+        dt = time.perf_counter() - t0
+        st.step, st.train_time = st.step + 1, st.train_time + dt
+        speed.steps, speed.samples, speed.train_time = speed.steps + 1, speed.samples + len(x), speed.train_time + dt
+        for k in LOSS_KEYS:
+            sums[k] += losses[k] * len(x)
+        seen += len(x)
+        means = {k: v / seen for k, v in sums.items()}
+        remaining = steps - st.step + (tc.epochs - epoch - 1) * steps
+        yield TrainEvent("step", epoch, tc.epochs, st.step, steps, means, samples_per_s=speed.samples_per_s(),
+                         eta_s=speed.eta(remaining), elapsed_s=speed.elapsed(), message=run.message)
+        why = _should_stop(stop, tc, st.train_time)
+        if why and st.step < steps:  # on an epoch's last step, finish the epoch (validate) first
+            yield _stop(run, why, means, None)
+            return None
+    return {k: v / max(1, seen) for k, v in sums.items()}, seen
+
+
+def _end_epoch(run: _Run, losses: dict[str, float], seen: int, t_epoch: float) -> TrainEvent:
+    """Validate, record, checkpoint and preview the epoch just trained; its event."""
+    st, tc, out = run.state, run.tc, run.output
+    val = _validate(run.model, run.val_batches, run.cfg.device, tc)
+    if not math.isfinite(val["loss"]):  # weights diverged in the last step: do not save them
+        raise _diverged(f"validation loss became {val['loss']} after epoch {st.epoch + 1}", out, tc)
+    st.epoch, st.step = st.epoch + 1, 0
+    st.history.append({"epoch": st.epoch, "train": losses, "val": val, "train_time_s": round(st.train_time, 1)})
+    improved = val["loss"] < st.best
+    if improved:
+        st.best = val["loss"]
+        _save(run, out, False)
+    if st.epoch % tc.checkpoint_every == 0 or st.epoch == tc.epochs:
+        _save(run, out / "last", True)
+    preview = None
+    if tc.preview_every and (st.epoch % tc.preview_every == 0 or st.epoch == tc.epochs
+                             or st.epoch - 1 == run.start_epoch):
+        preview = _preview(run.model, run.store, run.preview_index, run.cfg.device)
+    rate = seen / (time.perf_counter() - t_epoch)
+    return TrainEvent("epoch", st.epoch, tc.epochs, run.steps, run.steps, losses, val, rate,
+                      elapsed_s=run.speed.elapsed(), checkpoint=str(out if improved else out / "last"),
+                      preview=preview, message=run.message)
 
 
 def train(
@@ -152,151 +444,37 @@ def train(
     train_cfg: TrainConfig | None = None,
     resume: bool = False,
     stop: threading.Event | None = None,
+    config: RunConfig | None = None,
     **overrides: Any,
 ) -> Iterator[TrainEvent]:
     """Train a VAE on the store at ``data``, writing checkpoints to ``output``.
 
     ``overrides`` (epochs, batch_size, lr, kl_weight, device, ...) patch the architecture's
     default :class:`TrainConfig`; ``latent_dim`` patches the model. With ``resume=True`` the run
-    continues from ``output/last`` (overrides such as ``epochs`` still apply). Setting ``stop``
-    ends training after saving ``output/last``. Raises :class:`TrainingError` on a non-finite
-    loss, leaving the last good checkpoint in place.
+    continues from ``output/last`` (overrides such as ``epochs`` still apply). ``config``: the result
+    of :func:`resolve_configs` when the caller has resolved it already (then arch, configs and overrides
+    are not used). Setting ``stop`` ends training after saving ``output/last``. Raises
+    :class:`TrainingError` on a non-finite loss, leaving the last good checkpoint in place.
     """
-    output = Path(output)
-    store = Store(data)
-    latent_dim = overrides.pop("latent_dim", None)
-    state: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = []
-    if resume:
-        last = read_config(output / "last")
-        ck = load_checkpoint(output / "last")
-        model_cfg, arch = ck.model_cfg, ck.meta.get("arch", arch)
-        # a time limit belongs to the run that set it: a resumed run has none unless given again
-        train_cfg = dataclasses.replace(ck.train_cfg, time_limit_s=None).replace(**overrides)
-        state = load_training_state(output / "last")
-        history = last["meta"].get("history", [])
-        if ck.spec.shape != store.config.shape:
-            raise TrainingError(f"cannot resume: checkpoint expects {ck.spec.shape} spectrograms, "
-                                f"store has {store.config.shape}")
-    else:
-        model_cfg = model_cfg or model_config(arch, store.config.shape, latent_dim)
-        train_cfg = (train_cfg or train_config(arch, store.config.shape)).replace(**overrides)
-    if (model_cfg.n_freq, model_cfg.n_frames) != store.config.shape:
-        raise TrainingError(f"model expects {model_cfg.n_freq}x{model_cfg.n_frames} spectrograms, "
-                            f"store {data} has {store.config.shape[0]}x{store.config.shape[1]}")
-    tc = train_cfg
-    device = pick_device(tc.device)
-
-    train_idx, val_idx = store.indices("train"), store.indices("test")
-    message = ""
-    if not train_idx:
-        raise TrainingError(f"store {data} has no training clips")
-    if not val_idx:
-        val_idx = train_idx[: max(1, len(train_idx) // 10)]
-        message = "store has no test split: validating on a slice of the training clips"
-    batches, val_batches = _Batches(store, train_idx, tc.batch_size), _Batches(store, val_idx, 64)
-
-    torch.manual_seed(tc.seed)
-    model = VAE(model_cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    start_epoch, skip_steps, best = 0, 0, math.inf
-    train_time = 0.0
-    if state is not None:
-        model.load_state_dict(ck.model.state_dict())
-        opt.load_state_dict(state["optimizer"])
-        for group in opt.param_groups:
-            group["lr"] = tc.lr
-        start_epoch, skip_steps = int(state["epoch"]), int(state["step"])
-        best, train_time = float(state["best"]), float(state["train_time"])
-        torch.set_rng_state(state["rng"])
-    model.train()
-
-    meta = {"arch": arch, "store": str(Path(data).resolve()), "n_train": len(train_idx), "n_val": len(val_idx),
-            "device": str(device), "torch": torch.__version__,
-            # decoding a sample needs a dB range; per-clip normalisation has none, so keep a typical one
-            "typical_range": [float(np.median([store.clips[i][k] for i in train_idx])) for k in ("lo", "hi")]}
-    preview_index = val_idx[0]
-
-    def checkpoint(directory: Path, epoch: int, step: int, with_state: bool) -> None:
-        m = {**meta, "epoch": epoch, "step": step, "best_val": best, "train_time_s": round(train_time, 1),
-             "history": history}
-        ts = None
-        if with_state:
-            ts = {"optimizer": opt.state_dict(), "epoch": epoch, "step": step, "best": best,
-                  "train_time": train_time, "rng": torch.get_rng_state()}
-        save_checkpoint(directory, model, store.config, tc, m, ts)
-
-    steps = len(batches)
-    t_run = time.perf_counter()
-    for epoch in range(start_epoch, tc.epochs):
-        sums, seen, t_epoch = {"loss": 0.0, "recon": 0.0, "kl": 0.0}, 0, time.perf_counter()
-        for step, x in enumerate(batches.epoch(tc.seed, epoch)):
-            if step < skip_steps:
-                continue
-            t0 = time.perf_counter()
-            x = x.to(device, non_blocking=True)
-            warm = min(1.0, (epoch + step / steps) / tc.kl_warmup_epochs) if tc.kl_warmup_epochs else 1.0
-            x_hat, mu, logvar = model(x)
-            loss, recon, kl = vae_loss(x_hat, x, mu, logvar, tc.recon_weight, tc.kl_weight * warm)
-            if not torch.isfinite(loss):
-                raise _diverged(f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}",
-                                output, tc)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            dt = time.perf_counter() - t0
-            train_time += dt
-            for k, v in (("loss", loss), ("recon", recon), ("kl", kl)):
-                sums[k] += float(v.detach()) * len(x)
-            seen += len(x)
-            rate = seen / max(1e-9, time.perf_counter() - t_epoch)
-            remaining = (steps - step - 1 + (tc.epochs - epoch - 1) * steps) * tc.batch_size / max(rate, 1e-9)
-            yield TrainEvent("step", epoch, tc.epochs, step + 1, steps, {k: v / seen for k, v in sums.items()},
-                             samples_per_s=rate, eta_s=remaining, elapsed_s=time.perf_counter() - t_run,
-                             message=message)
-            why = _should_stop(stop, tc, train_time)
-            if why and step + 1 < steps:  # on an epoch's last step, finish the epoch (validate) first
-                checkpoint(output / "last", epoch, step + 1, True)
-                if not (output / "config.json").exists():  # no validated best yet: the latest is the best we have
-                    checkpoint(output, epoch, 0, False)
-                _save_stats(output, store, train_idx, device)
-                yield TrainEvent("stopped", epoch, tc.epochs, step + 1, steps,
-                                 {k: v / seen for k, v in sums.items()}, elapsed_s=time.perf_counter() - t_run,
-                                 checkpoint=str(output / "last"),
-                                 message=f"{why} at epoch {epoch + 1}, step {step + 1}; resume to continue")
-                return
-        skip_steps = 0
-        losses = {k: v / max(1, seen) for k, v in sums.items()}
-        val = _validate(model, val_batches, device, tc)
-        if not math.isfinite(val["loss"]):  # weights diverged in the last step: do not save them
-            raise _diverged(f"validation loss became {val['loss']} after epoch {epoch + 1}", output, tc)
-        history.append({"epoch": epoch + 1, "train": losses, "val": val, "train_time_s": round(train_time, 1)})
-        improved = val["loss"] < best
-        if improved:
-            best = val["loss"]
-            checkpoint(output, epoch + 1, 0, False)
-        if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
-            checkpoint(output / "last", epoch + 1, 0, True)
-        preview = None
-        if tc.preview_every and ((epoch + 1) % tc.preview_every == 0 or epoch + 1 == tc.epochs or epoch == start_epoch):
-            preview = _preview(model, store, preview_index, device)
-        rate = seen / (time.perf_counter() - t_epoch)
-        yield TrainEvent("epoch", epoch + 1, tc.epochs, steps, steps, losses, val, rate,
-                         elapsed_s=time.perf_counter() - t_run, checkpoint=str(output if improved else output / "last"),
-                         preview=preview, message=message)
-        why = _should_stop(stop, tc, train_time)
-        if why and epoch + 1 < tc.epochs:
-            if (epoch + 1) % tc.checkpoint_every:
-                checkpoint(output / "last", epoch + 1, 0, True)
-            _save_stats(output, store, train_idx, device)
-            yield TrainEvent("stopped", epoch + 1, tc.epochs, steps, steps, losses, val,
-                             elapsed_s=time.perf_counter() - t_run, checkpoint=str(output / "last"),
-                             message=f"{why} after epoch {epoch + 1}; resume to continue")
+    output, store = Path(output), Store(data)
+    if config is None:
+        last = load_config(output / "last") if resume else None
+        config = resolve_configs(store, arch, model_cfg, train_cfg, last, **overrides)
+    run = _setup(store, output, config, resume)
+    st, tc = run.state, run.tc
+    while st.epoch < tc.epochs:
+        t_epoch = time.perf_counter()
+        result = yield from _train_epoch(run, stop)
+        if result is None:
             return
-
-    _save_stats(output, store, train_idx, device)
-    yield TrainEvent("done", tc.epochs, tc.epochs, steps, steps, history[-1]["train"] if history else {},
-                     history[-1]["val"] if history else None, elapsed_s=time.perf_counter() - t_run,
-                     checkpoint=str(output), message=f"best validation loss {best:.4g}")
+        ev = _end_epoch(run, *result, t_epoch)
+        yield ev
+        why = _should_stop(stop, tc, st.train_time)
+        if why and st.epoch < tc.epochs:
+            yield _stop(run, why, ev.losses, ev.val)
+            return
+    _save_stats(output, store, run.train_idx, config.device)
+    final = st.history[-1] if st.history else {"train": {}, "val": None}
+    yield TrainEvent("done", tc.epochs, tc.epochs, run.steps, run.steps, final["train"], final["val"],
+                     elapsed_s=run.speed.elapsed(), checkpoint=str(output),
+                     message=f"best validation loss {st.best:.4g}")

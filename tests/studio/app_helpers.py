@@ -41,9 +41,9 @@ def make_workspace(root: Path, fsdd_dir: Path | None = None, trained_dir: Path |
     return ws
 
 
-def launch(ws: Workspace, checkpoint: str | None = None):
-    """Start the app for ``ws`` on a free port; returns (demo, app, url). Close with ``demo.close()``."""
-    from app import CSS, create_app
+def launch(ws: Workspace, checkpoint: str | None = None, jobs=None):
+    """Start the app for ``ws`` on a free port; returns (demo, app parts, url). Close with ``demo.close()``."""
+    from app import create_app, launch_kwargs
 
     # Gradio's file cache (default /tmp/gradio) names files by their content and is shared by every
     # process: a server closing elsewhere (another test run, mutation testing) deletes the files it
@@ -51,12 +51,11 @@ def launch(ws: Workspace, checkpoint: str | None = None):
     if "GRADIO_TEMP_DIR" not in os.environ:
         os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="gradio-tests-")
         atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
-    demo, app = create_app(ws, checkpoint)
+    demo, app = create_app(ws, checkpoint, jobs)
     port = free_port()
+    kwargs = {**launch_kwargs(ws.examples_dir.parent), "allowed_paths": [str(ws.examples_dir)]}
     demo.queue(default_concurrency_limit=2).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-        allowed_paths=[str(ws.examples_dir)], show_error=False, ssr_mode=False, css=CSS,
-    )
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False, **kwargs)
     return demo, app, f"http://127.0.0.1:{port}/"
 
 
@@ -67,7 +66,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
 
 def slider_code(stats, values, residual) -> torch.Tensor:
     """The code slider ``values`` stand for, written out term by term (independent of
-    ``vae.explore.from_sliders``): mean + residual + sum over k of values[k] * sd[k] * direction[k]."""
+    ``vae.latents.from_sliders``): mean + residual + sum over k of values[k] * sd[k] * direction[k]."""
     z = stats.mean.clone() + torch.as_tensor(residual, dtype=torch.float32).reshape(-1)
     for k, v in enumerate(values):
         z = z + float(v) * stats.component_sd[k] * stats.components[k]
@@ -75,11 +74,13 @@ def slider_code(stats, values, residual) -> torch.Tensor:
 
 
 def spy_render(monkeypatch) -> tuple[list, object]:
-    """Record every code the app decodes (``vae.explore.render`` still runs). Returns (codes, the real render)."""
-    from vae import explore
+    """Record every code the Explore tab decodes (``vae.generate.render`` still runs). Returns (codes,
+    the real render)."""
+    from studio.tabs import explore
+    from vae import generate
 
     codes: list[torch.Tensor] = []
-    real = explore.render
+    real = generate.render
 
     def render(ck, z, *args, **kwargs):
         codes.append(torch.as_tensor(z, dtype=torch.float32).reshape(-1).clone())

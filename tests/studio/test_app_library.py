@@ -11,33 +11,36 @@ import pytest
 import torch
 from app_helpers import assert_same_sound, make_workspace, read_audio, slider_code, spy_render
 from conftest import TINY, digit_sound, write_wav
-from preprocessing.stores import (
+from PIL import Image
+
+from preprocessing import download
+from preprocessing.audio import AudioError
+from preprocessing.config import ConfigError
+from preprocessing.download import DownloadError
+from preprocessing.errors import InputError
+from preprocessing.spectrogram import to_audio
+from preprocessing.store import PreprocessError, Store, clip_audio, clip_db
+from studio import clips
+from studio.datasets import (
     build_named_store,
     check_name,
-    clip_audio,
     clip_choices,
-    clip_db,
     example_indices,
     list_stores,
     preset_fields,
     spectrogram_config,
     summary_tables,
 )
-from vae.compare import compare, joined_db
-
-from preprocessing import download
-from preprocessing.audio import AudioError
-from preprocessing.config import ConfigError
-from preprocessing.download import DownloadError
-from preprocessing.spectrogram import to_audio
-from preprocessing.store import PreprocessError, Store
-from studio import clips, explore, metrics
+from studio.latent_space import slider_specs
+from studio.wording import metrics_markdown
 from studio.workspace import Workspace
+from vae import metrics
 from vae.checkpoint import CheckpointError
+from vae.evaluate import compare, joined_db
 from vae.generate import reconstruct_audio, to_wave
-from vae.latents import load_latent_stats
+from vae.latents import MAX_SLIDERS, load_latent_stats, to_sliders
 
-# ---------------------------------------------------------------------------- preprocessing.stores
+# ---------------------------------------------------------------------------- studio.datasets
 
 
 @pytest.mark.parametrize("name", ["digits", "a.b-c_1", "9"])
@@ -139,7 +142,7 @@ def test_clip_audio_falls_back_to_the_spectrogram(tiny_store, tmp_path):
     np.testing.assert_array_equal(wave, expected.numpy())
 
 
-# ---------------------------------------------------------------------------- vae.workspace
+# ---------------------------------------------------------------------------- studio.workspace
 
 
 def test_workspace_lists_and_defaults(tmp_path, fsdd_dir, trained):
@@ -155,7 +158,7 @@ def test_workspace_lists_and_defaults(tmp_path, fsdd_dir, trained):
     assert torch.equal(ws.latent_stats(ws.default_checkpoint()).codes, load_latent_stats(trained[0]).codes)
     run = ws.new_run_dir("r1")
     (run / "last").mkdir(parents=True)
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(InputError, match="already exists"):  # a user error: pick another name
         ws.new_run_dir("r1")
     with pytest.raises(ConfigError):
         ws.new_run_dir("../x")
@@ -189,7 +192,7 @@ def test_workspace_wav_files(tmp_path):
     assert all(Path(p).is_file() for p in paths[5:])
 
 
-# ---------------------------------------------------------------------------- vae.clips
+# ---------------------------------------------------------------------------- studio.clips
 
 
 def test_clip_sources(tiny_store, fsdd_dir, tmp_path):
@@ -201,7 +204,7 @@ def test_clip_sources(tiny_store, fsdd_dir, tmp_path):
     assert f.duration == pytest.approx(0.3) and f.name == "1_bob_5.wav"
     long = write_wav(tmp_path / "long.wav", np.tile(digit_sound(0, 0, 0), 20))
     assert clips.from_file(long, 8000, max_seconds=1.0).note == "cut to the first 1 s"
-    with pytest.raises(AudioError, match="no audio given"):
+    with pytest.raises(AudioError, match=r"^no audio given: upload a file"):  # no "(no file):" prefix
         clips.from_file(None, 8000)
     rec = clips.from_array(16000, (np.ones((1600, 2)) * 16384).astype(np.int16), 8000)
     assert len(rec.wave) == 800 and np.median(rec.wave) == pytest.approx(0.5, abs=0.01)
@@ -211,28 +214,27 @@ def test_clip_sources(tiny_store, fsdd_dir, tmp_path):
         clips.from_array(8000, np.array([np.nan, 0.0]), 8000)
 
 
-# ---------------------------------------------------------------------------- vae.compare
+# ---------------------------------------------------------------------------- vae.evaluate.compare
 
 
 def test_compare_shares_the_colour_scale_and_measures(tiny_ckpt):
     wave = np.concatenate([digit_sound(1, 0, 0), digit_sound(0, 1, 0)])  # 0.6 s: three windows
-    clip = clips.Clip(wave, TINY.sample_rate, "two")
-    c = compare(tiny_ckpt, clip, "griffinlim", 2)
+    c = compare(tiny_ckpt, wave, TINY.sample_rate, "griffinlim", 2)
     assert len(c.original) == len(c.reconstruction) == len(c.phase_only) == len(wave)
     assert c.n_windows == 3 and c.n_iter == 2
     assert c.original_db.shape == c.reconstruction_db.shape == (TINY.n_freq, c.n_windows * TINY.n_frames)
     assert c.vmin == pytest.approx(30.0 - TINY.top_db) and c.vmax == pytest.approx(30.0)
     assert c.lsd_db > 0 and c.spectral_convergence > 0 and c.phase_only_lsd_db > 0
     assert c.phase_only_lsd_db < c.lsd_db  # an untrained model is worse than phase recovery alone
-    assert "log-spectral distance" in c.metrics_markdown() and "2 Griffin-Lim" in c.metrics_markdown()
-    assert compare(tiny_ckpt, clip, "griffinlim").n_iter == TINY.griffinlim_iters  # the model's default
+    assert "log-spectral distance" in metrics_markdown(c) and "2 Griffin-Lim" in metrics_markdown(c)
+    assert compare(tiny_ckpt, wave, TINY.sample_rate, "griffinlim").n_iter == TINY.griffinlim_iters  # the default
 
 
 def test_compare_is_the_library_reconstruction_and_its_metrics(tiny_ckpt):
     """Zero phase (deterministic): every figure and sound is what vae.generate and vae.metrics give."""
     wave = np.concatenate([digit_sound(1, 0, 0), digit_sound(0, 1, 0)])
     sr = TINY.sample_rate
-    z = compare(tiny_ckpt, clips.Clip(wave, sr, "two"), "zero")
+    z = compare(tiny_ckpt, wave, sr, "zero")
     recon, a, x_hat = reconstruct_audio(tiny_ckpt, wave, "zero")
     phase_only = to_wave(tiny_ckpt, a.specs, a.ranges, "zero")[: len(wave)] / a.gain
     np.testing.assert_array_equal(z.original, wave)
@@ -244,19 +246,19 @@ def test_compare_is_the_library_reconstruction_and_its_metrics(tiny_ckpt):
     assert z.spectral_convergence == metrics.spectral_convergence(wave, recon, sr)
     assert z.phase_only_lsd_db == pytest.approx(metrics.log_spectral_distance(wave, phase_only, sr), abs=1e-6)
     assert z.phase_only_sc == pytest.approx(metrics.spectral_convergence(wave, phase_only, sr), abs=1e-7)
-    assert z.n_iter is None and "zero phase" in z.metrics_markdown()
+    assert z.n_iter is None and "zero phase" in metrics_markdown(z)
     # the table shows those figures, each in its row
-    rows = z.metrics_markdown().split("\n")
+    rows = metrics_markdown(z).split("\n")
     assert f"| {z.lsd_db:.2f} | {z.spectral_convergence:.3f} |" in next(r for r in rows if "VAE" in r)
     assert f"| {z.phase_only_lsd_db:.2f} | {z.phase_only_sc:.3f} |" in next(r for r in rows if "phase method only" in r)
 
 
 def test_compare_errors(tiny_ckpt):
-    ok = clips.Clip(digit_sound(0, 0, 0), TINY.sample_rate, "c")
-    for clip, kw, msg in [(clips.Clip(ok.wave, 16000, "c"), {}, "Hz"), (ok, {"phase": "x"}, "unknown phase"),
-                          (ok, {"n_iter": 0}, "at least 1"), (clips.Clip(ok.wave[:10], 8000, "c"), {}, "shorter")]:
+    ok = digit_sound(0, 0, 0)
+    for wave, sr, kw, msg in [(ok, 16000, {}, "Hz"), (ok, 8000, {"phase": "x"}, "unknown phase"),
+                              (ok, 8000, {"n_iter": 0}, "at least 1"), (ok[:10], 8000, {}, "shorter")]:
         with pytest.raises(ValueError, match=msg):
-            compare(tiny_ckpt, clip, **kw)
+            compare(tiny_ckpt, wave, sr, **kw)
 
 
 # ---------------------------------------------------------------------------- app callbacks
@@ -264,14 +266,16 @@ def test_compare_errors(tiny_ckpt):
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, fsdd_dir, trained):
-    from app import StudioApp
+    from app import create_app
 
     ws = make_workspace(tmp_path_factory.mktemp("studio"), fsdd_dir, trained[0])
-    return StudioApp(ws)
+    return create_app(ws)[1]
 
 
-def test_friendly_turns_errors_into_messages():
-    from app import friendly
+def test_friendly_turns_errors_into_messages(caplog):
+    """A user error shows its message; anything else (even a ValueError) is a bug: a generic message
+    on the page, the traceback in the server log."""
+    from studio.ui import friendly
 
     def user():
         raise ConfigError("bad parameter")
@@ -279,43 +283,73 @@ def test_friendly_turns_errors_into_messages():
     def bug():
         raise KeyError("x")
 
+    def value_bug():
+        raise ValueError("an internal check failed")
+
     with pytest.raises(gr.Error, match="bad parameter"):
         friendly(user)()
-    with pytest.raises(gr.Error, match=r"Something went wrong \(KeyError"):
-        friendly(bug)()
+    for fn in (bug, value_bug):
+        with pytest.raises(gr.Error) as e:
+            friendly(fn)()
+        assert str(e.value.message).startswith("Something went wrong on the server (a bug, not your input)")
+        assert "KeyError" not in e.value.message and "internal check" not in e.value.message
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [KeyError, ValueError]
 
 
 def test_pick_on_map_loads_the_clicked_clip(studio):
+    ex = studio.explore
     ck = studio.initial_checkpoint
-    _, state, _ = studio.draw_map(ck, "")
+    state = ex.draw_map(ck, "")[ex.map_state]
     m, geom = state["map"], state["axes"]
     px, py = geom.to_pixels(m.xy)[4]
-    out = studio.pick_on_map(ck, state, "griffinlim", 2, gr.SelectData(None, {"index": [px, py], "value": None}))
-    n = len([s for s in out[:6] if s.get("visible")])
+    out = ex.pick_on_map(ck, state, "griffinlim", 2, gr.SelectData(None, {"index": [px, py], "value": None}))
+    sliders = [out[s] for s in ex.sliders]
+    n = len([s for s in sliders if s.get("visible")])
     stats = studio.ws.latent_stats(ck)
-    values, residual = explore.to_sliders(stats, m.codes[4], n)
-    assert [s["value"] for s in out[:n]] == pytest.approx(values) and out[6] == pytest.approx(residual.tolist())
-    # sliders and residual together stand for the picked clip's code
-    torch.testing.assert_close(slider_code(stats, [s["value"] for s in out[:n]], out[6]), m.codes[4],
-                               atol=2e-3, rtol=0)
+    values, residual = to_sliders(stats, m.codes[4], n, step=0.05)
+    assert [s["value"] for s in sliders[:n]] == pytest.approx(values)
+    assert out[ex.residual] == pytest.approx(residual.tolist())
+    # on the sliders' 0.05 grid, and sliders and residual together stand for the picked clip's code
+    assert all(abs(v / 0.05 - round(v / 0.05)) < 1e-6 for v in values)
+    torch.testing.assert_close(slider_code(stats, [s["value"] for s in sliders[:n]], out[ex.residual]), m.codes[4],
+                               atol=2e-5, rtol=0)
     label = f" (label {m.labels[4]})" if m.labels[4] is not None else ""
-    assert out[10] == f"Picked **{m.names[4]}**{label}"
-    assert out[11] is None  # saved codes have no store to play the original from
-    assert out[9].shape[2] == 3  # the map redrawn with the pick highlighted
-    with pytest.warns(UserWarning, match="No clip there"):
-        missed = studio.pick_on_map(ck, state, "griffinlim", 2,
-                                    gr.SelectData(None, {"index": [0, 0], "value": None}))
-    assert len(missed) == 12
+    assert out[ex.map_info].startswith(f"Picked **{m.names[4]}**{label}. These are the codes saved with the model")
+    assert out[ex.map_orig] is None  # saved codes have no store to play the original from (the caption says so)
+    assert out[ex.map_img] == out[ex.img] and out[ex.map_aud] == out[ex.aud]  # the result shown next to the map
+    with Image.open(out[ex.map]) as im:  # the map redrawn with the pick highlighted
+        assert im.mode == "RGB" and im.size[0] > 300
+    # a click in a gap between dots picks the nearest dot; far from every dot, nothing
+    near = ex.pick_on_map(ck, state, "griffinlim", 2, gr.SelectData(None, {"index": [px + 6, py - 5], "value": None}))
+    assert near[ex.map_info] == out[ex.map_info]
+    with pytest.warns(UserWarning, match="No clip near there"):
+        missed = ex.pick_on_map(ck, state, "griffinlim", 2, gr.SelectData(None, {"index": [0, 0], "value": None}))
+    assert missed == {ex.map_info: gr.skip()}  # nothing on the page changes
     with pytest.raises(ValueError, match="draw the map"):
-        studio.pick_on_map(ck, None, "griffinlim", 2, gr.SelectData(None, {"index": [0, 0], "value": None}))
+        ex.pick_on_map(ck, None, "griffinlim", 2, gr.SelectData(None, {"index": [0, 0], "value": None}))
+
+
+def test_origin_sliders_read_exactly_zero(studio):
+    """Origin: every slider at 0 and the code exactly the prior's centre."""
+    ex = studio.explore
+    ck = studio.initial_checkpoint
+    stats = studio.ws.latent_stats(ck)
+    n = len(slider_specs(stats))
+    for out in (ex.start_point(ck, "origin", None, None, 1.0, "zero", 1), ex.setup(ck, "zero", 1)):
+        assert [out[s]["value"] for s in ex.sliders[:n]] == [0.0] * n
+        torch.testing.assert_close(slider_code(stats, [0.0] * n, out[ex.residual]), torch.zeros_like(stats.mean),
+                                   atol=1e-6, rtol=0)
 
 
 def test_explore_move_tolerates_state_from_another_model(studio, monkeypatch):
+    ex = studio.explore
     ck = studio.initial_checkpoint
     stats = studio.ws.latent_stats(ck)
     codes, _ = spy_render(monkeypatch)
-    img, wav = studio.explore_move(ck, [0.0] * 99, 0.5, 0, 0, 0, 0, 0, "griffinlim", 2)
-    assert img.shape[2] == 3 and Path(wav).is_file()
+    out = ex.move(ck, [0.0] * 99, 0.5, 0, 0, 0, 0, 0, "griffinlim", 2)
+    with Image.open(out[ex.img]) as im:
+        assert im.mode == "RGB"
+    assert Path(out[ex.aud]).is_file()
     # a residual of the wrong size is dropped: the code is the mean moved by slider 1 alone
     torch.testing.assert_close(codes[-1], stats.mean + 0.5 * stats.component_sd[0] * stats.components[0],
                                atol=1e-6, rtol=0)
@@ -325,25 +359,26 @@ def test_explore_move_tolerates_state_from_another_model(studio, monkeypatch):
 def test_explore_move_puts_each_slider_on_its_own_direction(studio, monkeypatch, which):
     """Slider k at v, the others at 0: code = mean + residual + v * component_sd[k] * components[k],
     for the first and the last visible slider (catches ignored values and values shifted by one)."""
+    ex = studio.explore
     ck = studio.initial_checkpoint
     model, stats = studio.ws.load(ck), studio.ws.latent_stats(ck)
-    n = len(explore.slider_specs(stats))
+    n = len(slider_specs(stats))
     assert n >= 2
     k = 0 if which == "first" else n - 1
     codes, render = spy_render(monkeypatch)
-    _, residual = explore.to_sliders(stats, stats.codes[0], n)  # a real clip's residual, not zero
-    values = [0.0] * explore.MAX_SLIDERS
-    studio.explore_move(ck, residual.tolist(), *values, "zero", 1)
+    _, residual = to_sliders(stats, stats.codes[0], n)  # a real clip's residual, not zero
+    values = [0.0] * MAX_SLIDERS
+    ex.move(ck, residual.tolist(), *values, "zero", 1)
     torch.testing.assert_close(codes[-1], stats.mean + residual, atol=1e-6, rtol=0)
     values[k] = 1.5
-    _, wav = studio.explore_move(ck, residual.tolist(), *values, "zero", 1)
+    wav = ex.move(ck, residual.tolist(), *values, "zero", 1)[ex.aud]
     expected = stats.mean + residual + 1.5 * stats.component_sd[k] * stats.components[k]
     torch.testing.assert_close(codes[-1], expected, atol=1e-6, rtol=0)
     assert_same_sound(read_audio(wav)[0], render(model, expected, "zero").wave, f"slider {k + 1}")
 
 
 def test_download_fsdd_offline_error_is_a_message(studio, monkeypatch):
-    from app import friendly
+    from studio.ui import friendly
 
     def download_fsdd(dest_dir, url=None, progress=None):
         progress(1, 10, "downloading")
@@ -352,22 +387,25 @@ def test_download_fsdd_offline_error_is_a_message(studio, monkeypatch):
 
     monkeypatch.setattr(download, "download_fsdd", download_fsdd)
     with pytest.raises(gr.Error, match="no network"):  # as the page gets it: through friendly()
-        friendly(studio.download_fsdd)(progress=lambda *a, **k: None)
+        friendly(studio.dataset.download_fsdd)(progress=lambda *a, **k: None)
 
 
 def test_download_fsdd_then_preprocess(studio, monkeypatch, fsdd_dir):
     monkeypatch.setattr(download, "download_fsdd", lambda dest_dir, url=None, progress=None: fsdd_dir)
-    monkeypatch.setattr("app.preset", lambda name: TINY)  # the real digits preset is slower; same code path
-    out = studio.download_fsdd(progress=lambda *a, **k: None)
-    assert "fsdd-digits" in out[0] and "36 clips" in out[0]
+    monkeypatch.setattr("studio.tabs.dataset.preset", lambda name: TINY)  # the digits preset is slower; same path
+    ds = studio.dataset
+    out = ds.download_fsdd(progress=lambda *a, **k: None)
+    assert "fsdd-digits" in out[ds.summary] and "36 clips" in out[ds.summary]
     assert (studio.ws.stores_dir / "fsdd-digits" / "config.json").is_file()
+    assert out[ds.view]["value"] == str(studio.ws.stores_dir / "fsdd-digits")
 
 
 def test_poll_skips_when_nothing_changed(studio):
-    first = studio.poll_training(-1, -1)
-    assert "No training job" in first[0]
-    again = studio.poll_training(first[-2], first[-1])
-    assert len(again) == 10 and all(isinstance(x, dict) and x.get("__type__") == "update" for x in again)
+    tr = studio.train
+    first = tr.poll(-1, -1)
+    assert "No training job" in first[tr.progress]
+    assert first[tr.stop]["interactive"] is False  # Stop is off when nothing runs
+    assert tr.poll(first[tr.seen], first[tr.seen_preview]) == {tr.progress: gr.skip()}  # nothing changed
 
 
 def test_torch_threads_option_sets_torch_threads(monkeypatch, tmp_path):

@@ -17,11 +17,15 @@ import torch
 from app_helpers import LSB, assert_same_sound, launch, make_workspace, read_audio, slider_code, spy_render, wait_for
 from conftest import TINY
 from PIL import Image
-from vae.compare import compare
 
+from preprocessing.audio import join_waves
 from preprocessing.store import Store
 from studio.clips import from_file, from_store
-from vae import explore, metrics
+from studio.latent_space import slider_specs
+from studio.wording import metrics_markdown
+from vae import generate, metrics
+from vae.evaluate import compare
+from vae.latents import zero_sliders
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -85,11 +89,12 @@ def test_first_launch_preselects_shipped_model_and_example(server, client):
     assert image_size(orig_img)[0] > 200 and image_size(rec_img)[0] > 200
     # exactly what the library makes of that example (zero phase: deterministic)
     ck = server["ws"].load(app.initial_checkpoint)
-    c = compare(ck, from_file(example, TINY.sample_rate, min_samples=TINY.n_fft), "zero", 8)
+    clip = from_file(example, TINY.sample_rate, min_samples=TINY.n_fft)
+    c = compare(ck, clip.wave, clip.sample_rate, "zero", 8)
     assert_same_sound(check_audio(orig_wav), c.original, "original")
     assert_same_sound(check_audio(rec_wav), c.reconstruction, "reconstruction")
     assert_same_sound(check_audio(phase_only), c.phase_only, "phase only")
-    assert shown == c.metrics_markdown()
+    assert shown == metrics_markdown(c)
     assert info.startswith("**0_alice_0.wav**, 0.30 s at 8000 Hz")
 
 
@@ -108,7 +113,7 @@ def test_fresh_clone_without_model_or_data(tmp_path):
         assert c.predict(None, "griffinlim", 8, api_name="/explore_setup")[0].startswith("ℹ️")
         # no model and no example: the Reconstruct tab stays empty
         skipped = c.predict(None, None, "griffinlim", 8, api_name="/initial_reconstruction")
-        assert skipped == ({"__type__": "update"},) * 7  # gr.skip(): nothing shown is replaced
+        assert skipped == ({"__type__": "update"},) * 7  # nothing shown is replaced
         with pytest.raises(AppError, match="no model selected"):
             c.predict(None, "origin", None, None, 1.0, "griffinlim", 8, api_name="/explore_start")
     finally:
@@ -175,8 +180,12 @@ def test_train_one_epoch_then_busy_stop_resume(server, store, client):
     assert "run1" in html
     final = app.jobs.wait(120)
     assert final.status == "done", final.error
-    progress, loss, recon, kl, prev_img, prev_aud, prev_rimg, prev_raud = _status(url)
+    progress, loss, recon, kl, prev_img, prev_aud, prev_rimg, prev_raud = _status(url)  # (a button is no output)
     assert "finished" in progress
+    assert app.train.poll(-1, -1)[app.train.stop]["interactive"] is False  # nothing runs: Stop is off
+    # each plot comes as an update: its data, and an axis of whole epochs (0 to at least 3: no 1.0, 1.1, ...)
+    assert [(p["x_axis_format"], p["x_lim"]) for p in (loss, recon, kl)] == [("d", [0, 3])] * 3
+    loss, recon, kl = (p["value"] for p in (loss, recon, kl))
     assert loss["columns"] == ["epoch", "value", "curve"]
     # the curves are the job's own figures, epoch by epoch
     for plot, key in ((loss, "loss"), (recon, "recon"), (kl, "kl")):
@@ -213,7 +222,7 @@ def test_train_one_epoch_then_busy_stop_resume(server, store, client):
     assert epochs == sorted(set(epochs)) and epochs[0] == 1 and epochs[-1] == done_epochs + 1
     assert len(epochs) >= done_epochs
     # the new checkpoints are offered for reconstruction without a restart
-    ckpts = client.predict(None, None, None, api_name="/refresh_reconstruct")[0]
+    ckpts = client.predict(None, None, None, None, api_name="/refresh_reconstruct")[0]
     assert any("run1" in label for label, _ in ckpts["choices"])
 
 
@@ -235,17 +244,17 @@ def test_train_errors_are_messages(server, client, store):
 
 def test_reconstruct_from_store_and_random_and_upload(server, client, store):
     ck = server["app"].initial_checkpoint
-    client.predict(ck, None, None, api_name="/refresh_reconstruct")
+    client.predict(ck, None, None, None, api_name="/refresh_reconstruct")
     first = client.predict(store, api_name="/store_clips")["value"]
     out = client.predict(ck, "store", None, store, first, None, "zero", 8, api_name="/reconstruct")
     assert image_size(out[0]) == image_size(out[2])
     orig, recon = check_audio(out[1]), check_audio(out[3])
     # the sounds and figures are the library's for that clip (zero phase: deterministic) ...
     clip = from_store(Store(store), first, TINY.sample_rate)
-    c = compare(server["ws"].load(ck), clip, "zero", 8)
+    c = compare(server["ws"].load(ck), clip.wave, clip.sample_rate, "zero", 8)
     assert_same_sound(orig, clip.wave, "original")
     assert_same_sound(recon, c.reconstruction, "reconstruction")
-    assert out[5] == c.metrics_markdown()
+    assert out[5] == metrics_markdown(c)
     # ... and the figures shown measure the two sounds served
     lsd, sc = shown_metrics(out[5])
     assert lsd == pytest.approx(metrics.log_spectral_distance(orig, recon, TINY.sample_rate), abs=0.02)
@@ -255,7 +264,8 @@ def test_reconstruct_from_store_and_random_and_upload(server, client, store):
     test_clips = {st.clip_name(i): i for i in st.indices("test")}
     name = re.match(r"\*\*(.+?)\*\*", out[6]).group(1)
     assert name in test_clips  # a random clip of the test split
-    c = compare(server["ws"].load(ck), from_store(st, test_clips[name], TINY.sample_rate), "zero", 8)
+    clip = from_store(st, test_clips[name], TINY.sample_rate)
+    c = compare(server["ws"].load(ck), clip.wave, clip.sample_rate, "zero", 8)
     assert_same_sound(check_audio(out[3]), c.reconstruction, name)
     upload = handle_file(str(server["fsdd"] / "1_bob_5.wav"))
     out = client.predict(ck, "upload", None, None, None, upload, "griffinlim", 4, api_name="/reconstruct")
@@ -293,12 +303,12 @@ def test_explore_sliders_move_the_sound(server, client, monkeypatch):
     setup = client.predict(path, "zero", 8, api_name="/explore_setup")
     info, sliders = setup[0], setup[1:7]
     assert "sliders" in info
-    n = len(explore.slider_specs(stats))
+    n = len(slider_specs(stats))
     assert 2 <= n <= 4  # latent_dim 4: at most four directions; the test needs a first and a last
     assert [bool(s.get("visible")) for s in sliders] == [True] * n + [False] * (6 - n)
-    # the sliders start at the origin: its coordinates, and the rest of it kept as the residual
-    origin_values, residual = explore.to_sliders(stats, torch.zeros(ck.model_cfg.latent_dim), n)
-    assert [s["value"] for s in sliders[:n]] == pytest.approx(origin_values, abs=1e-9)
+    # the sliders start at the origin: every slider exactly 0, the origin kept as the residual
+    origin_values, residual = zero_sliders(stats, torch.zeros(ck.model_cfg.latent_dim), n)
+    assert [s["value"] for s in sliders[:n]] == origin_values == [0.0] * n
     values = [s.get("value", 0) for s in sliders]
     origin = check_audio(setup[8], TINY.n_samples)
 
@@ -343,10 +353,11 @@ def test_interpolate_gives_strip_and_audio_per_step(server, client):
     assert w > h > 100
     # the library's five steps from the mean code of label 0 to that of label 1 (zero phase: deterministic)
     stats = server["ws"].latent_stats(ck)
-    steps = explore.interpolation(server["ws"].load(ck), stats.label_means[0], stats.label_means[1], 5, "zero")
+    steps = generate.render_many(server["ws"].load(ck), generate.interpolate(stats.label_means[0],
+                                                                              stats.label_means[1], 5), "zero")
     gap = int(0.15 * TINY.sample_rate)
     assert_same_sound(check_audio(whole, 5 * TINY.n_samples + 4 * gap),
-                      explore.join_waves([r.wave for r in steps], TINY.sample_rate), "all steps")
+                      join_waves([r.wave for r in steps], TINY.sample_rate), "all steps")
     assert_same_sound(check_audio(first, TINY.n_samples), steps[0].wave, "step 1")
     third = client.predict(3, api_name="/interpolation_step")
     assert_same_sound(check_audio(third, TINY.n_samples), steps[2].wave, "step 3")

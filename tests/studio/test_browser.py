@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,9 +22,11 @@ import soundfile as sf
 import torch
 from app_helpers import LSB, launch, make_workspace, slider_code
 
-from vae import explore
+from studio.latent_space import slider_specs
+from vae.generate import render
+from vae.latents import zero_sliders
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-output" / "screenshots"
 TABS = ("Dataset", "Train", "Reconstruct", "Explore")
 
@@ -126,12 +129,12 @@ def wait_for_sound_of_sliders(pg, server, timeout: float = 30.0) -> tuple[list[f
     origin's residual); return (values, sound). Fails if it never does, e.g. when the values shown
     never reach the server, or reach it shifted."""
     ck, stats = server["ws"].load(server["ckpt"]), server["ws"].latent_stats(server["ckpt"])
-    _, residual = explore.to_sliders(stats, torch.zeros(ck.model_cfg.latent_dim), len(explore.slider_specs(stats)))
+    _, residual = zero_sliders(stats, torch.zeros(ck.model_cfg.latent_dim), len(slider_specs(stats)))
     end, err, values = time.monotonic() + timeout, None, None
     while time.monotonic() < end:
         values = pg.evaluate(VALUES_JS)
-        assert len(values) == len(explore.slider_specs(stats))
-        expected = np.clip(explore.render(ck, slider_code(stats, values, residual), "zero").wave, -1, 1)
+        assert len(values) == len(slider_specs(stats))
+        expected = np.clip(render(ck, slider_code(stats, values, residual), "zero").wave, -1, 1)
         got = served_sound(pg, "ex-audio")
         err = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
         if err <= 1.5 * LSB and pg.evaluate(VALUES_JS) == values:
@@ -150,6 +153,7 @@ def test_dragging_a_slider_changes_the_sound(page, server):
     page.get_by_label(ZERO_PHASE).filter(visible=True).check()
     page.get_by_role("button", name="Go to start point").click()
     start_values, start = wait_for_sound_of_sliders(page, server)
+    assert start_values == [0.0] * len(start_values)  # the origin: every slider exactly 0
     slider.scroll_into_view_if_needed()
     box = slider.bounding_box()
     y = box["y"] + box["height"] / 2
@@ -172,3 +176,97 @@ def test_dragging_a_slider_changes_the_sound(page, server):
     assert values == start_values and np.array_equal(again, start)
     assert error_toasts(page) == []
     assert page.errors == []
+
+
+def test_page_uses_fonts_every_system_has(page):
+    """The theme's web font cannot load offline; its fallback drew small capitals oddly ("VᴀE")."""
+    family = page.evaluate("() => getComputedStyle(document.querySelector('.gradio-container')).fontFamily")
+    assert family.startswith("ui-sans-serif, system-ui") and "Source Sans" not in family, family
+
+
+def test_no_store_means_no_store_sources(page):
+    page.get_by_role("tab", name="Reconstruct").click()
+    sources = page.locator("#rec-source").inner_text()
+    assert "Example clip" in sources and "Upload or record" in sources
+    assert "store" not in sources  # this workspace has no dataset store yet
+
+
+def rec_result(pg) -> tuple[str, str]:
+    """(metrics text, original image URL) of the Reconstruct result on screen."""
+    src = pg.evaluate("() => document.querySelector('#rec-original-image img')?.getAttribute('src') || ''")
+    return pg.locator("#rec-metrics").inner_text(), src
+
+
+def test_changed_settings_mark_the_result_stale(page):
+    page.get_by_role("tab", name="Reconstruct").click()
+    page.get_by_role("button", name="Reconstruct", exact=True).click()
+    page.wait_for_function("() => !/Out of date/.test(document.querySelector('#rec-info').innerText) && "
+                           "/log-spectral/.test(document.querySelector('#rec-metrics').innerText)", timeout=30000)
+    # spectrogram downloads are named for what they show, not image.png
+    _, src = rec_result(page)
+    assert re.search(r"0_alice_0_digits_original\.png$", src), src
+    iterations = page.locator("#rec-iterations input[type=range]")
+    assert iterations.is_enabled()
+    page.locator("#rec-phase").get_by_label(ZERO_PHASE).check()
+    page.wait_for_function("() => /Out of date/.test(document.querySelector('#rec-info').innerText)", timeout=10000)
+    wait_until(lambda: iterations.is_disabled())  # Griffin-Lim iterations mean nothing under zero phase
+    page.get_by_role("button", name="Reconstruct", exact=True).click()
+    page.wait_for_function("() => !/Out of date/.test(document.querySelector('#rec-info').innerText)", timeout=30000)
+    assert error_toasts(page) == []
+
+
+def test_a_reconstruct_error_keeps_the_last_result(page):
+    page.get_by_role("tab", name="Reconstruct").click()
+    page.wait_for_function("() => /log-spectral/.test(document.querySelector('#rec-metrics').innerText)",
+                           timeout=30000)
+    before = rec_result(page)
+    page.locator("#rec-source").get_by_label("Upload or record").check()
+    page.get_by_role("button", name="Reconstruct", exact=True).click()
+    page.wait_for_function("() => document.querySelectorAll(\"[data-testid='toast-body'].error\").length > 0",
+                           timeout=30000)
+    toast = " ".join(error_toasts(page))
+    assert "no audio given" in toast and "(no file)" not in toast, toast
+    page.wait_for_timeout(500)
+    assert rec_result(page) == before  # the last good result stays on screen
+    for elem in ("#rec-metrics", "#rec-original-image", "#rec-reconstruction-image"):
+        assert page.locator(elem).get_by_text("Error", exact=True).count() == 0, elem
+    for close in page.locator("[data-testid='toast-body'].error button").all():
+        close.click()
+    page.locator("#rec-source").get_by_label("Example clip").check()
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_map_pick_shows_the_clip_next_to_the_map(page, server):
+    from studio import plots
+    from vae.latents import checkpoint_map
+
+    page.get_by_role("tab", name="Explore").click()
+    page.get_by_role("button", name="Draw map").click()
+    image = page.locator("#ex-map img")
+    image.wait_for(timeout=30000)
+    page.wait_for_function("() => document.querySelector('#ex-map img').naturalWidth > 0", timeout=30000)
+    # where the page drew clip 0 (the same figure, drawn here)
+    m = checkpoint_map(server["ws"].latent_stats(server["ckpt"]))
+    _, geom = plots.latent_map_image(m.xy, m.labels, title=f"{len(m.xy)} clips on sliders 1 and 2")
+    px, py = geom.to_pixels(m.xy)[0]
+    image.scroll_into_view_if_needed()
+    box = image.bounding_box()
+    natural = page.evaluate("() => { const i = document.querySelector('#ex-map img'); "
+                            "return [i.naturalWidth, i.naturalHeight]; }")
+    page.mouse.click(box["x"] + px * box["width"] / natural[0], box["y"] + py * box["height"] / natural[1])
+    picked = m.names[geom.nearest(m.xy, px, py)]  # clip 0, or one drawn on the very same spot
+    page.wait_for_function("() => /Picked/.test(document.querySelector('#ex-map-info').innerText)", timeout=30000)
+    info = page.locator("#ex-map-info").inner_text()
+    assert picked in info and "codes saved with the model" in info  # why there is no original to play
+    page.wait_for_function(f"({SRC_JS})('ex-map-audio')", timeout=30000)
+    # the result is next to the map, in view, not up by the sliders
+    result = page.locator("#ex-map-image").bounding_box()
+    assert result["y"] >= 0 and result["y"] + result["height"] / 2 <= 1000
+    assert abs(result["y"] - box["y"]) < box["height"]
+    assert error_toasts(page) == []

@@ -89,8 +89,19 @@ def test_stage_uploads_mixes_files_and_zips(tmp_path, wav):
     txt.write_text("hi")
     dest, refused = stage_uploads([wav, z, txt], tmp_path / "staged")
     assert (dest / "0_alice_0.wav").is_file()
-    assert (dest / "more" / "x" / "1_bob_5.wav").is_file()
+    # an archive holding one folder is that folder (not more/x/...)
+    assert (dest / "x" / "1_bob_5.wav").is_file() and not (dest / "more").exists()
     assert refused == [("notes.txt", "not an audio file or zip (.txt)")]
+
+
+def test_zip_of_a_folder_is_not_nested_twice(tmp_path, wav):
+    """few.zip holding few/... is listed as few/..., not few/few/...; an archive with several top
+    entries keeps its own folder."""
+    few = make_zip(tmp_path / "few.zip", {"few/0_alice_0.wav": wav.read_bytes(), "few/a/1_bob_5.wav": wav.read_bytes()})
+    two = make_zip(tmp_path / "two.zip", {"a/0_alice_0.wav": wav.read_bytes(), "b/1_bob_5.wav": wav.read_bytes()})
+    dest, _ = stage_uploads([few, two], tmp_path / "staged")
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.wav"))
+    assert files == ["few/0_alice_0.wav", "few/a/1_bob_5.wav", "two/a/0_alice_0.wav", "two/b/1_bob_5.wav"]
 
 
 def test_stage_uploads_renames_duplicates(tmp_path, wav):

@@ -1,0 +1,1 @@
+"""The studio's four tabs; each module builds its components and wires their events."""
