@@ -64,7 +64,7 @@ class App:
         demo.load(friendly(self.page_loaded), self.pickers, [self.notes_md, self.tabs, *self.pickers],
                   show_progress="hidden", queue=False, api_visibility="private")
         demo.load(friendly(tr.poll), [tr.seen, tr.seen_preview], tr.poll_outputs, show_progress="hidden",
-                  api_visibility="private")
+                  queue=False, api_visibility="private")  # at once, not behind queued work: re-attach quickly
         demo.load(friendly(rec.initial), [rec.ckpt, rec.example, rec.phase.method, rec.phase.iterations],
                   rec.outputs, api_name="initial_reconstruction", api_visibility="undocumented")
         demo.load(friendly(ex.setup), [ex.ckpt, ex.phase.method, ex.phase.iterations], ex.setup_outputs,

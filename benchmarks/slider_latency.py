@@ -74,6 +74,26 @@ def drag(n: int, n_sliders: int, seed: int = 0) -> list[list[float]]:
     return out
 
 
+def round_trip(demo, ckpt: str, moves: list[list[Any]], iters: int, warmup: int = 5) -> dict[str, float]:
+    """The same slider updates through the running server with ``gradio_client`` (queue, HTTP, events)."""
+    from gradio_client import Client
+
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        client.predict(ckpt, "griffinlim", iters, api_name="/explore_setup")
+        rt = []
+        for i, move in enumerate(moves):
+            t0 = time.perf_counter()
+            client.predict(ckpt, *move, api_name="/explore_move")
+            if i >= warmup:
+                rt.append(time.perf_counter() - t0)
+        return common.summary_ms(rt)
+    finally:
+        demo.close()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", help="checkpoint folder (default: checkpoints/digits, else an untrained stand-in)")
@@ -134,24 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
     if not a.no_server:
-        from gradio_client import Client
-
-        port = free_port()
-        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                            ssr_mode=False)
-        try:
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
-            client.predict(str(ckpt), "griffinlim", iters, api_name="/explore_setup")
-            rt = []
-            for i, pos in enumerate(positions):
-                t0 = time.perf_counter()
-                client.predict(str(ckpt), *args(pos), api_name="/explore_move")
-                if i >= 5:
-                    rt.append(time.perf_counter() - t0)
-            result["server_round_trip_ms"] = common.summary_ms(rt)
-        finally:
-            demo.close()
-
+        result["server_round_trip_ms"] = round_trip(demo, str(ckpt), [args(pos) for pos in positions], iters)
     result.update({
         "target_p95_ms": TARGET_P95_MS, "meets_target": result["server_side_ms"]["p95_ms"] < TARGET_P95_MS,
         "machine": common.machine(), "loadavg": common.load_avg(),

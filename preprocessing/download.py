@@ -1,4 +1,4 @@
-"""Downloading the Free Spoken Digit Dataset (FSDD) for the app's Dataset tab.
+"""Downloading the Free Spoken Digit Dataset (FSDD), for people without audio of their own at hand.
 
 :func:`download_fsdd` fetches the release archive (about 16 MB, 3,000 WAVs at 8 kHz), checks it,
 and extracts only its ``recordings/*.wav`` into ``<dest_dir>/fsdd/recordings``. It never writes
@@ -19,11 +19,11 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from .errors import UserError
 from .labels import FSDD_NAME
+from .progress import ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ MIN_RECORDINGS = 10  # fewer than this and the archive is not FSDD
 MAX_BYTES = 2 * 1024**3  # bound on the download and on the extracted size
 CHUNK = 1 << 16
 
-ProgressFn = Callable[[int, int | None, str], None]  # (done, total or None, what): bytes, then files
-
 
 class DownloadError(UserError):
     """The dataset could not be downloaded or used; the message says why and what to do instead."""
@@ -46,8 +44,8 @@ class DownloadError(UserError):
         self.url = url
         super().__init__(
             f"Downloading FSDD failed: {reason}. To proceed without this download: download the archive "
-            f"from {url} on a machine with internet, unzip it, and point the Dataset tab's folder field "
-            f"(or `python -m vae preprocess --input`) at its recordings/ folder."
+            f"from {url} on a machine with internet, unzip it, and build a dataset store from its recordings/ "
+            f"folder (`sound-vae preprocess --input <folder>/recordings`, or the app's folder source)."
         )
 
     def __reduce__(self):  # pickles (e.g. across processes) with its reason and URL, not the whole message
@@ -83,11 +81,12 @@ def recordings_dir(dest_dir: str | Path) -> Path:
 
 
 def count_recordings(folder: str | Path) -> int:
-    """How many FSDD-named WAVs (``{digit}_{speaker}_{index}.wav``) are directly in ``folder``."""
+    """How many FSDD-named WAVs (``{digit}_{speaker}_{index}.wav``) are directly in ``folder`` (0 if unreadable)."""
     folder = Path(folder)
-    if not folder.is_dir():
+    try:
+        return sum(1 for p in folder.iterdir() if _is_recording_name(p.name) and p.is_file())
+    except OSError:  # no such folder, or not readable
         return 0
-    return sum(1 for p in folder.iterdir() if _is_recording_name(p.name) and p.is_file())
 
 
 def download_fsdd(dest_dir: str | Path, url: str | None = None, progress: ProgressFn | None = None,
@@ -96,7 +95,7 @@ def download_fsdd(dest_dir: str | Path, url: str | None = None, progress: Progre
 
     A folder that already holds at least ``min_files`` recordings is returned without downloading.
     ``url`` defaults to ``$FSDD_URL`` or :data:`FSDD_URL`. ``progress(done, total, what)`` is called
-    with bytes while downloading (``total`` is None when the server does not say) and with files
+    with bytes while downloading (``total`` is 0 when the server does not say) and with files
     while extracting. ``timeout`` (seconds) bounds connecting and each wait for data. Raises
     :class:`DownloadError`.
     """
@@ -133,7 +132,10 @@ def _check_url(url: str) -> None:
 
 def _fetch(url: str, folder: Path, progress: ProgressFn | None, timeout: float) -> Path:
     """Stream ``url`` to a temporary file in ``folder``, renamed to ``fsdd-download.zip`` when complete."""
-    fd, tmp_name = tempfile.mkstemp(prefix=".fsdd-", suffix=".part", dir=folder)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=".fsdd-", suffix=".part", dir=folder)
+    except OSError as e:
+        raise DownloadError(f"cannot write in the folder {folder} ({e.strerror or e})", url) from None
     tmp = Path(tmp_name)
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "sound-vae (FSDD download)"})
@@ -145,14 +147,14 @@ def _fetch(url: str, folder: Path, progress: ProgressFn | None, timeout: float) 
                                     f"limit; {url} is not the FSDD archive", url)
             done = 0
             if progress:
-                progress(0, total, "downloading")
+                progress(0, total or 0, "downloading")
             while chunk := response.read(CHUNK):
                 done += len(chunk)
                 if done > MAX_BYTES:
                     raise DownloadError(f"the download exceeds the {_size(MAX_BYTES)} limit", url)
                 out.write(chunk)
                 if progress:
-                    progress(done, total, "downloading")
+                    progress(done, total or 0, "downloading")
         if total is not None and done < total:
             raise DownloadError(f"the connection closed after {done} of {total} bytes", url)
         final = folder / "fsdd-download.zip"
@@ -188,61 +190,83 @@ def _is_recording_name(name: str) -> bool:
 
 def _extract(archive: Path, target: Path, url: str, progress: ProgressFn | None, min_files: int) -> Path:
     """Check ``archive`` and write its ``recordings/*.wav`` into ``target`` (via a temporary sibling)."""
+    with _open_zip(archive, url) as zf:
+        members = _recordings(zf, url, min_files)
+        try:
+            return _write_recordings(zf, members, target, url, progress, min_files)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, RuntimeError) as e:
+            raise DownloadError(f"the archive is damaged or cannot be extracted ({e})", url) from None
+
+
+def _open_zip(archive: Path, url: str) -> zipfile.ZipFile:
     try:
-        zf = zipfile.ZipFile(archive)
+        return zipfile.ZipFile(archive)
     except zipfile.BadZipFile:
-        head = archive.read_bytes()[:64]
+        with open(archive, "rb") as f:
+            head = f.read(64)
         hint = " (it looks like a web page)" if b"<" in head[:16] else ""
         raise DownloadError(f"the downloaded file ({archive.stat().st_size} bytes) is not a zip archive{hint}",
                             url) from None
-    with zf:
-        infos = zf.infolist()
-        bad = [i.filename for i in infos if safe_member_path(i.filename) is None]
-        if bad:
-            raise DownloadError(f"the archive contains unsafe paths (e.g. {bad[0]!r}) and was not extracted", url)
-        # The recordings folder: <top>/recordings/ (a release archive) or recordings/ (a plain zip).
-        by_folder: dict[str, list[zipfile.ZipInfo]] = {}
-        for info in infos:
-            p = PurePosixPath(info.filename)
-            if not info.is_dir() and p.parent.name == "recordings" and len(p.parts) <= 3 \
-                    and _is_recording_name(p.name):
-                by_folder.setdefault(str(p.parent), []).append(info)
-        if not by_folder:
-            raise DownloadError("the archive has no recordings/ folder of {digit}_{speaker}_{index}.wav files; "
-                                "it is not the FSDD archive", url)
-        members = max(by_folder.values(), key=len)
-        if len(members) < min_files:
-            raise DownloadError(f"the archive holds only {len(members)} recordings (at least {min_files} "
-                                "expected); it is not the FSDD archive or is incomplete", url)
-        if len(members) < EXPECTED_RECORDINGS // 2:
-            log.warning("%s holds %d recordings; the FSDD release has about %d", url, len(members),
-                        EXPECTED_RECORDINGS)
-        declared = sum(i.file_size for i in members)
-        if declared > MAX_BYTES:
-            raise DownloadError(f"the recordings would take {_size(declared)}, more than the "
-                                f"{_size(MAX_BYTES)} limit", url)
+    except OSError as e:
+        raise DownloadError(f"cannot read the downloaded file {archive} ({e.strerror or e})", url) from None
+
+
+def _recordings(zf: zipfile.ZipFile, url: str, min_files: int) -> list[zipfile.ZipInfo]:
+    """The archive's ``recordings/*.wav`` members, after checking the archive is safe and is FSDD."""
+    infos = zf.infolist()
+    bad = [i.filename for i in infos if safe_member_path(i.filename) is None]
+    if bad:
+        raise DownloadError(f"the archive contains unsafe paths (e.g. {bad[0]!r}) and was not extracted", url)
+    # The recordings folder: <top>/recordings/ (a release archive) or recordings/ (a plain zip).
+    by_folder: dict[str, list[zipfile.ZipInfo]] = {}
+    for info in infos:
+        p = PurePosixPath(info.filename)
+        if not info.is_dir() and p.parent.name == "recordings" and len(p.parts) <= 3 \
+                and _is_recording_name(p.name):
+            by_folder.setdefault(str(p.parent), []).append(info)
+    if not by_folder:
+        raise DownloadError("the archive has no recordings/ folder of {digit}_{speaker}_{index}.wav files; "
+                            "it is not the FSDD archive", url)
+    members = max(by_folder.values(), key=len)
+    if len(members) < min_files:
+        raise DownloadError(f"the archive holds only {len(members)} recordings (at least {min_files} "
+                            "expected); it is not the FSDD archive or is incomplete", url)
+    if len(members) < EXPECTED_RECORDINGS // 2:
+        log.warning("%s holds %d recordings; the FSDD release has about %d", url, len(members),
+                    EXPECTED_RECORDINGS)
+    declared = sum(i.file_size for i in members)
+    if declared > MAX_BYTES:
+        raise DownloadError(f"the recordings would take {_size(declared)}, more than the "
+                            f"{_size(MAX_BYTES)} limit", url)
+    return members
+
+
+def _write_recordings(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], target: Path, url: str,
+                      progress: ProgressFn | None, min_files: int) -> Path:
+    """Extract ``members`` (bare file names only) into a temporary folder renamed to ``target``."""
+    try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".recordings-", dir=target.parent))
-        try:
-            written = 0
-            for k, info in enumerate(members, 1):
-                out_path = tmp / PurePosixPath(info.filename).name  # a bare file name: cannot leave tmp
-                with zf.open(info) as src, open(out_path, "wb") as dst:
-                    while chunk := src.read(CHUNK):
-                        written += len(chunk)
-                        if written > MAX_BYTES:  # sizes in the zip header can lie
-                            raise DownloadError(f"the recordings exceed the {_size(MAX_BYTES)} limit "
-                                                "when extracted", url)
-                        dst.write(chunk)
-                if progress and (k % 100 == 0 or k == len(members)):
-                    progress(k, len(members), "extracting")
-            if target.exists():  # an earlier incomplete download, or another one that finished first
-                if count_recordings(target) >= min_files:
-                    return target
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, RuntimeError) as e:
-            raise DownloadError(f"the archive is damaged or cannot be extracted ({e})", url) from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        raise DownloadError(f"cannot write in the folder {target.parent} ({e.strerror or e})", url) from None
+    try:
+        written = 0
+        for k, info in enumerate(members, 1):
+            out_path = tmp / PurePosixPath(info.filename).name  # a bare file name: cannot leave tmp
+            with zf.open(info) as src, open(out_path, "wb") as dst:
+                while chunk := src.read(CHUNK):
+                    written += len(chunk)
+                    if written > MAX_BYTES:  # sizes in the zip header can lie
+                        raise DownloadError(f"the recordings exceed the {_size(MAX_BYTES)} limit "
+                                            "when extracted", url)
+                    dst.write(chunk)
+            if progress and (k % 100 == 0 or k == len(members)):
+                progress(k, len(members), "extracting")
+        if target.exists():  # an earlier incomplete download, or another one that finished first
+            if count_recordings(target) >= min_files:
+                return target
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -22,21 +22,24 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .audio import AudioError, fit_length, is_audio_path, is_silent, load_audio, peak, windows
-from .config import SpectrogramConfig
+from .config import ConfigError, SpectrogramConfig
 from .errors import UserError
 from .labels import ClipLabel, assign_splits, parse_label, relative_name
+from .progress import ProgressFn
 from .spectrogram import db_range, denormalise, log_spectrogram, to_audio
 
 STORE_VERSION = 1
-ProgressFn = Callable[[int, int, str], None]  # (files done, files total, current file)
+CLIP_KEYS = ("source", "offset", "label", "split", "lo", "hi")  # what every manifest entry must have
+REBUILD = "rebuild it with `sound-vae preprocess --force` (or build it again in the app), or pick another folder"
 
 
 class PreprocessError(UserError):
@@ -83,14 +86,21 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        cfg_path = self.path / "config.json"
-        if not cfg_path.is_file():
-            raise PreprocessError(f"{self.path} is not a dataset store (no config.json); "
-                                  "create one with `python -m vae preprocess`")
-        self.meta = json.loads(cfg_path.read_text())
-        self.config = SpectrogramConfig.from_dict(self.meta["spectrogram"])
-        self.clips: list[dict] = json.loads((self.path / "manifest.json").read_text())
-        self.specs = np.load(self.path / "spectrograms.npy", mmap_mode="r", allow_pickle=False)
+        self.meta = _read_json(self.path / "config.json")
+        if not isinstance(self.meta, dict) or "spectrogram" not in self.meta:
+            raise PreprocessError(f"{self.path / 'config.json'} is not a store config (no spectrogram "
+                                  f"parameters); {REBUILD}")
+        try:
+            self.config = SpectrogramConfig.from_dict(self.meta["spectrogram"])
+        except ConfigError as e:
+            raise PreprocessError(f"{self.path / 'config.json'} has bad spectrogram parameters ({e}); "
+                                  f"{REBUILD}") from None
+        self.clips: list[dict] = _read_json(self.path / "manifest.json")
+        if not isinstance(self.clips, list) or not all(
+                isinstance(c, dict) and all(k in c for k in CLIP_KEYS) for c in self.clips):
+            raise PreprocessError(f"{self.path / 'manifest.json'} is not a store manifest (a list of clips "
+                                  f"with {', '.join(CLIP_KEYS)}); {REBUILD}")
+        self.specs = _load_specs(self.path / "spectrograms.npy")
         if self.specs.shape != (len(self.clips), *self.config.shape):
             raise PreprocessError(f"{self.path}: spectrograms.npy has shape {self.specs.shape}, "
                                   f"manifest and config expect {(len(self.clips), *self.config.shape)}")
@@ -124,6 +134,33 @@ class Store:
             silent_windows=self.meta.get("silent_windows", 0),
             reused=reused,
         )
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in a store file, or :class:`PreprocessError` naming the file and what to do."""
+    if not path.is_file():
+        raise PreprocessError(f"{path.parent} is not a dataset store (no {path.name}); create one with "
+                              "`python -m vae preprocess` or pick another folder")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise PreprocessError(f"cannot read {path} ({e.strerror or e}); check its permissions, "
+                              "or pick another folder") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise PreprocessError(f"{path} is damaged (not valid JSON: {e}); {REBUILD}") from None
+
+
+def _load_specs(path: Path) -> np.ndarray:
+    """``spectrograms.npy`` as a read-only memory map, or :class:`PreprocessError`."""
+    if not path.is_file():
+        raise PreprocessError(f"{path.parent} is not a complete dataset store (no {path.name}); {REBUILD}")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except OSError as e:
+        raise PreprocessError(f"cannot read {path} ({e.strerror or e}); check its permissions, "
+                              "or pick another folder") from None
+    except (ValueError, EOFError) as e:  # not an .npy file, truncated, or pickled objects
+        raise PreprocessError(f"{path} is damaged ({e}); {REBUILD}") from None
 
 
 def find_audio(inputs: str | Path | Sequence[str | Path]) -> tuple[Path, list[Path], list[Skipped]]:
@@ -182,19 +219,42 @@ def build_store(
     """
     cfg.validate()
     output = Path(output)
+    if output.name in ("", ".."):  # "." or "..": a folder name for the temporary sibling
+        output = Path(os.path.abspath(output))
     root, files, skipped = find_audio(inputs)
-    if output.exists() and not (output / "config.json").is_file() and (not output.is_dir() or any(output.iterdir())):
-        # never delete something that is not a store (e.g. --output pointing at an audio folder)
-        raise PreprocessError(f"output {output} exists and is not a dataset store; choose a new or empty folder")
-    fp = fingerprint(cfg, root, files, test_fraction)
-    if reuse and (output / "config.json").is_file():
-        try:
-            store = Store(output)
-            if store.meta.get("fingerprint") == fp:
-                return store.summary(reused=True)
-        except (PreprocessError, KeyError, ValueError, OSError):
-            pass  # unreadable or stale store: rebuild it
+    try:
+        _refuse_non_store(output)
+        fp = fingerprint(cfg, root, files, test_fraction)
+        if reuse and (reused := _reusable(output, fp)) is not None:
+            return reused
+        _write_store(root, files, skipped, output, cfg, fp, progress, test_fraction)
+    except OSError as e:  # an unwritable or full disk, a folder in the way, an input file gone meanwhile
+        where = f": {e.filename}" if e.filename else ""
+        raise PreprocessError(f"cannot build the store {output} ({e.strerror or e}{where}); check that its "
+                              "folder is writable and has free space, or choose another output") from None
+    return Store(output).summary()
 
+
+def _refuse_non_store(output: Path) -> None:
+    """Never delete something that is not a store (e.g. ``--output`` pointing at an audio folder)."""
+    if output.exists() and not (output / "config.json").is_file() and (not output.is_dir() or any(output.iterdir())):
+        raise PreprocessError(f"output {output} exists and is not a dataset store; choose a new or empty folder")
+
+
+def _reusable(output: Path, fp: str) -> StoreSummary | None:
+    """The summary of the store at ``output`` if it was built from the same input and parameters."""
+    if not (output / "config.json").is_file():
+        return None
+    try:
+        store = Store(output)
+    except PreprocessError:
+        return None  # unreadable or damaged store: rebuild it
+    return store.summary(reused=True) if store.meta.get("fingerprint") == fp else None
+
+
+def _write_store(root: Path, files: list[Path], skipped: list[Skipped], output: Path, cfg: SpectrogramConfig,
+                 fp: str, progress: ProgressFn | None, test_fraction: float) -> None:
+    """Analyse ``files`` into a temporary sibling of ``output``, then rename it into place."""
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -217,7 +277,6 @@ def build_store(
         os.replace(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return Store(output).summary()
 
 
 def _analyse(root: Path, files: list[Path], cfg: SpectrogramConfig, raw_path: Path,

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from preprocessing.config import NORMALISATIONS, PRESETS, WINDOWINGS, ConfigError, SpectrogramConfig, preset
+from preprocessing.progress import ProgressFn
 from preprocessing.store import PreprocessError, Store, StoreSummary, build_store
 
 from .uploads import DEFAULT_LIMITS, UploadLimits, stage_uploads
@@ -75,7 +76,7 @@ def spectrogram_config(preset_name: str, sample_rate: float | None = None, durat
 def build_named_store(
     stores_dir: str | Path, name: str, cfg: SpectrogramConfig, *, folder: str | Path | None = None,
     uploads: Sequence[str | Path] | None = None, uploads_dir: str | Path | None = None,
-    progress: Callable[[int, int, str], None] | None = None, limits: UploadLimits = DEFAULT_LIMITS,
+    progress: ProgressFn | None = None, limits: UploadLimits = DEFAULT_LIMITS,
 ) -> tuple[StoreSummary, list[tuple[str, str]]]:
     """Build the store ``stores_dir/name`` from a server folder or from uploaded files/zips.
 
@@ -127,30 +128,35 @@ def summary_tables(summary: StoreSummary,
 
 
 def example_indices(store: Store, n: int = 4, seed: int = 0) -> list[int]:
-    """Up to ``n`` clip indices, deterministic: one per label first, each from a source file not yet
-    used where possible (a music store's examples then come from different tracks), test split preferred."""
+    """Up to ``n`` distinct clip indices, deterministic for a ``seed``: one per label first, each from a
+    source file not used yet where possible (a music store's examples then come from different tracks,
+    even when the test split holds one track), and from the test split among equal candidates."""
     rng = np.random.default_rng(seed)
-    pool = store.indices("test") or store.indices()
+    test = set(store.indices("test"))
     by_label: dict[str | None, list[int]] = {}
-    for i in pool:
-        by_label.setdefault(store.clips[i]["label"], []).append(i)
+    for i, c in enumerate(store.clips):
+        by_label.setdefault(c["label"], []).append(i)
     picked: list[int] = []
     used: set[str] = set()
 
     def take(candidates: list[int]) -> None:
-        fresh = [i for i in candidates if store.clips[i]["source"] not in used and i not in picked]
-        choice = fresh or [i for i in candidates if i not in picked]
-        if choice:
-            i = int(choice[int(rng.integers(len(choice)))])
-            picked.append(i)
-            used.add(store.clips[i]["source"])
+        chosen = set(picked)
+        left = [i for i in candidates if i not in chosen]
+        fresh = [i for i in left if store.clips[i]["source"] not in used]
+        for group in ([i for i in fresh if i in test], fresh, [i for i in left if i in test], left):
+            if group:
+                i = int(group[int(rng.integers(len(group)))])
+                picked.append(i)
+                used.add(store.clips[i]["source"])
+                return
 
     for label in sorted(by_label, key=lambda x: (x is None, str(x))):
         if len(picked) >= n:
             break
         take(by_label[label])
-    while len(picked) < min(n, len(pool)):
-        take(pool)
+    everything = list(range(len(store)))
+    while len(picked) < min(n, len(store)):
+        take(everything)
     return picked
 
 

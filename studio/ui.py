@@ -14,6 +14,8 @@ import gradio as gr
 
 from preprocessing.errors import UserError
 
+from .workspace import Workspace
+
 log = logging.getLogger("sound-vae-app")
 
 PHASES = [("Griffin-Lim (estimates the phase)", "griffinlim"), ("Zero phase (the study's inverse STFT)", "zero")]
@@ -56,6 +58,11 @@ def dropdown(choices: list[tuple[str, Any]], current: Any, default: Any = None) 
     values = [v for _, v in choices]
     value = current if current in values else (default if default in values else (values[0] if values else None))
     return gr.update(choices=choices, value=value)
+
+
+def example_for(ws: Workspace, ckpt: str | None, current: str | None) -> dict:
+    """The example-clip picker when a model is picked: the example that suits that model."""
+    return dropdown(ws.examples(), ws.default_example(ckpt), current)
 
 
 def image_audio_pair(left: str, right: str, left_id: str | None = None,

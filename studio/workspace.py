@@ -7,6 +7,7 @@ downloads, and says in plain words what is missing and how to get it.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import tempfile
 import threading
@@ -18,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.audio import AUDIO_EXTENSIONS, save_wav
+from preprocessing.config import PRESETS
 from preprocessing.errors import InputError
 from vae.checkpoint import Checkpoint, CheckpointError, find_checkpoints, load_checkpoint, read_config
 from vae.latents import LatentStats, load_latent_stats
 
-from .datasets import check_name, list_stores
+from .datasets import APP_PRESETS, check_name, list_stores
 from .plots import safe_name, save_png
 
 
@@ -114,28 +116,46 @@ class Workspace:
         return [(p.relative_to(self.examples_dir).as_posix(), str(p)) for p in files]
 
     def default_example(self, checkpoint: str | None) -> str | None:
-        """An example clip that suits ``checkpoint`` (its name appears in the clip's path), else the first."""
+        """An example clip that suits ``checkpoint``: one whose path contains the checkpoint's folder name,
+        else one in ``examples/<preset>/`` for the app preset with the checkpoint's sample rate, else the first."""
         ex = self.examples()
         if not ex:
             return None
         if checkpoint:
             key = Path(checkpoint).name.lower()
-            for name, path in ex:
-                if key in name.lower():
-                    return path
+            named = [path for name, path in ex if key and key in name.lower()]
+            if named:
+                return named[0]
+            for folder in self._presets_like(checkpoint):
+                in_folder = [path for name, path in ex if name.startswith(f"{folder}/")]
+                if in_folder:
+                    return in_folder[0]
         return ex[0][1]
+
+    @staticmethod
+    def _presets_like(checkpoint: str | Path) -> list[str]:
+        """The app presets with the checkpoint's sample rate, closest parameters first; read from its
+        config.json only (no weights). Empty when the config cannot be read."""
+        try:
+            spec = read_config(checkpoint).get("spectrogram")
+        except (CheckpointError, OSError, ValueError):
+            return []
+        if not isinstance(spec, dict):
+            return []
+        same_rate = [name for name in APP_PRESETS if PRESETS[name].sample_rate == spec.get("sample_rate")]
+        return sorted(same_rate, key=lambda name: -sum(spec.get(k) == v for k, v in PRESETS[name].to_dict().items()))
 
     def missing(self, has_model: bool = False) -> list[str]:
         """Plain-language notes about what is not there yet and how to get it (markdown)."""
         notes = []
         if not has_model and not find_checkpoints(self.checkpoints_dir) and not find_checkpoints(self.runs_dir):
+            store, run = (shlex.quote(str(d / "digits")) for d in (self.stores_dir, self.runs_dir))
             notes.append(
                 f"**No trained model yet.** The shipped models belong in `{self.checkpoints_dir}/digits` and "
                 f"`{self.checkpoints_dir}/music` and are not in this copy. Get them as the README describes, or make "
                 "one here: *Dataset* tab -> **Download FSDD** (or point it at a folder of audio), then the "
-                "*Train* tab. From a terminal: `python -m vae preprocess --preset digits --input <folder> "
-                "--output data/stores/digits` then `python -m vae train --data data/stores/digits "
-                "--output runs/digits`.")
+                "*Train* tab. From a terminal: `sound-vae preprocess --preset digits --input <folder> "
+                f"--output {store}` then `sound-vae train --data {store} --output {run}`.")
         if not self.examples():
             notes.append(f"**No example clips** in `{self.examples_dir}/`: reconstruct an uploaded or recorded "
                          "clip, or a clip from a dataset store, instead.")

@@ -99,8 +99,8 @@ def assert_how_to_proceed(err: DownloadError, url: str) -> None:
     msg = str(err)
     assert msg.startswith("Downloading FSDD failed: ")
     assert f"download the archive from {url} on a machine with internet" in msg
-    assert "Dataset tab's folder field" in msg and "python -m vae preprocess --input" in msg
-    assert "recordings/ folder" in msg
+    assert "build a dataset store from its recordings/ folder" in msg
+    assert "`sound-vae preprocess --input <folder>/recordings`" in msg and "the app's folder source" in msg
 
 
 def test_download_extracts_only_recordings_and_reports_progress(server, tmp_path, caplog):

@@ -87,9 +87,11 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory} is not a checkpoint: no config.json "
                               "(train one with `python -m vae train` or pick a folder under checkpoints/)")
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path} ({e.strerror or e})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a sound-vae checkpoint config (format {FORMAT!r} expected)")
     return config

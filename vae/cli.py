@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,6 +20,7 @@ from tqdm import tqdm
 from preprocessing.audio import AudioError, load_audio, save_wav
 from preprocessing.config import PRESETS, ConfigError, preset
 from preprocessing.errors import InputError, UserError
+from preprocessing.progress import ProgressFn
 from preprocessing.store import build_store, find_audio
 
 from .checkpoint import export_checkpoint, load_checkpoint
@@ -30,7 +30,7 @@ from .generate import decode, reconstruct_audio, sample, to_wave
 from .train import pick_device, train
 
 
-def _bar(desc: str, unit: str = "file") -> tuple[tqdm, Callable[[int, int, str], None]]:
+def _bar(desc: str, unit: str = "file") -> tuple[tqdm, ProgressFn]:
     bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
     def update(done: int, total: int, name: str) -> None:

@@ -6,7 +6,6 @@ for a folder or a store's held-out split.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from preprocessing.audio import AudioError, load_audio
 from preprocessing.config import PHASE_METHODS
 from preprocessing.errors import InputError
 from preprocessing.labels import assign_splits, parse_label
+from preprocessing.progress import ProgressFn
 from preprocessing.spectrogram import denormalise
 from preprocessing.store import PreprocessError, Skipped, Store, find_audio
 
@@ -56,7 +56,7 @@ def select_files(inputs: str | Path, split: str = "auto") -> tuple[list[Path], l
 def evaluate(
     ck: Checkpoint, inputs: str | Path, split: str = "auto", phase: str | None = None,
     n_iter: int | None = None, with_stoi: bool | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Mean reconstruction figures over the input files.
 
@@ -71,7 +71,7 @@ def evaluate(
 
 
 def _evaluate(ck: Checkpoint, inputs: str | Path, split: str, phase: str | None, n_iter: int | None,
-              with_stoi: bool | None, progress: Callable[[int, int, str], None] | None) -> dict[str, Any]:
+              with_stoi: bool | None, progress: ProgressFn | None) -> dict[str, Any]:
     files, skipped, split = select_files(inputs, split)
     sr = ck.spec.sample_rate
     with_stoi = sr <= 16000 if with_stoi is None else with_stoi  # STOI is a speech measure

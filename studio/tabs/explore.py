@@ -15,7 +15,7 @@ from studio import plots
 from studio.clips import from_file
 from studio.context import Studio
 from studio.latent_space import FAST_ITERS, SLIDER_STEP, endpoint_choices, endpoint_code, slider_specs
-from studio.ui import AUDIO_OUT, IMAGE_OUT, PhaseControls, dropdown, friendly
+from studio.ui import AUDIO_OUT, IMAGE_OUT, PhaseControls, dropdown, example_for, friendly
 from studio.wording import explore_caption, picked_caption
 from vae.checkpoint import Checkpoint
 from vae.generate import interpolate, render, render_many, start_code
@@ -130,6 +130,8 @@ class ExploreTab:
         self.setup_outputs = [self.info, *self.view, self.end_a, self.end_b]
         self.ckpt.change(friendly(self.setup), [self.ckpt, self.phase.method, self.phase.iterations],
                          self.setup_outputs, api_name="explore_setup")
+        self.ckpt.input(friendly(lambda ck, ex: example_for(self.ws, ck, ex)), [self.ckpt, self.example], self.example,
+                        show_progress="hidden", api_visibility="private")
         move_in = [self.ckpt, self.residual, *self.sliders, self.phase.method]
         for k, s in enumerate(self.sliders):
             # While dragging: few Griffin-Lim iterations; "always_last" drops stale intermediate positions.

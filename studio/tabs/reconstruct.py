@@ -13,7 +13,7 @@ from studio import plots
 from studio.clips import Clip, from_file, from_store, random_index
 from studio.context import Studio
 from studio.datasets import clip_choices
-from studio.ui import AUDIO_OUT, PhaseControls, dropdown, friendly, image_audio_pair
+from studio.ui import AUDIO_OUT, PhaseControls, dropdown, example_for, friendly, image_audio_pair
 from studio.wording import STALE, clip_caption, metrics_markdown
 from vae.evaluate import compare
 
@@ -69,9 +69,12 @@ class ReconstructTab:
         self.go = gr.Button("Reconstruct", variant="primary")
 
     def _wire(self) -> None:
-        self.source.change(self.source_visibility, [self.source, self.store], [self.example, self.store, self.clip,
-                                                                                self.upload],
-                           show_progress="hidden", api_visibility="private")
+        self.source.change(friendly(self.source_visibility), [self.source, self.store],
+                           [self.example, self.store, self.clip, self.upload], show_progress="hidden",
+                           api_visibility="private")
+        # another model: the example that suits it (a music clip for a music model)
+        self.ckpt.input(friendly(lambda ck, ex: example_for(self.ws, ck, ex)), [self.ckpt, self.example], self.example,
+                        show_progress="hidden", api_visibility="private")
         self.store.change(friendly(self.store_clips), self.store, self.clip, show_progress="hidden",
                           api_name="store_clips", api_visibility="undocumented")
         self.inputs = [self.ckpt, self.source, self.example, self.store, self.clip, self.upload,
@@ -100,8 +103,8 @@ class ReconstructTab:
                 self.source: dropdown(source_choices(bool(examples), bool(stores)), source)}
 
     def source_visibility(self, source: str, store: str | None) -> dict:
-        out = {self.example: gr.update(visible=source == EXAMPLE), self.store: gr.update(visible=source in (STORE,
-                                                                                                           RANDOM)),
+        out = {self.example: gr.update(visible=source == EXAMPLE),
+               self.store: gr.update(visible=source in (STORE, RANDOM)),
                self.clip: gr.update(visible=source == STORE), self.upload: gr.update(visible=source == UPLOAD)}
         if source == STORE:
             out[self.clip] = {**self.store_clips(store), "visible": True}
@@ -114,7 +117,7 @@ class ReconstructTab:
         return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
     @staticmethod
-    def mark_stale(info: str | None) -> str | gr.skip:
+    def mark_stale(info: str | None) -> str | dict:
         if not info or info.startswith(STALE):
             return gr.skip()
         return f"{STALE}\n\n{info}"

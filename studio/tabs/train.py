@@ -79,7 +79,8 @@ class TrainTab:
             self.device = gr.Dropdown(devices, value="auto", label="Device")
 
     def _monitor(self) -> None:
-        self.progress = gr.HTML(plots.progress_html(0, JobState().progress_text()), elem_id="tr-progress")
+        # Filled in on page load from the job manager (a job may be running): say nothing wrong meanwhile.
+        self.progress = gr.HTML(plots.progress_html(0, "Looking for a training job..."), elem_id="tr-progress")
         # No value until there is a curve: an empty frame makes Vega log warnings, and drawn empty it
         # kept its colours unset, so later lines came out invisible and without a legend.
         kw = {**PLOT_ARGS, **plots.loss_plot_kwargs()}

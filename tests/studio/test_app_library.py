@@ -439,3 +439,34 @@ def test_torch_threads_option_sets_torch_threads(monkeypatch, tmp_path):
         torch.set_num_threads(before)
     assert [kw["server_port"] for kw in launched] == [7999, 7999, 7860]
     assert app.parse_args([]).torch_threads == max(1, (os.cpu_count() or 2) // 2)
+
+
+def test_hints_name_the_folders_in_use(tmp_path):
+    """With --data-dir elsewhere, the form hints say where stores and runs really go."""
+    from app import create_app
+
+    ws = Workspace.at(tmp_path / "elsewhere", tmp_path)
+    _, app = create_app(ws)
+    assert f"Saved under {tmp_path / 'elsewhere' / 'stores'}/." in app.dataset.name.info
+    assert f"Saved under {tmp_path / 'elsewhere' / 'runs'}/<name>" in app.train.name.info
+    assert "data/stores" not in app.dataset.name.info
+
+
+def test_a_new_store_shows_up_in_every_store_picker(tmp_path, fsdd_dir, trained):
+    """After a build, the store pickers of every tab offer the new store (and the store sources appear);
+    the other pickers (model, example, runs) are left as they are."""
+    from app import create_app
+
+    ws = make_workspace(tmp_path, fsdd_dir, trained[0])
+    _, app = create_app(ws)
+    build_named_store(ws.stores_dir, "fresh", TINY, folder=fsdd_dir)
+    out = app.stores_changed(None, None, "example", "")
+    assert set(out) == {app.train.store, app.reconstruct.store, app.reconstruct.source, app.explore.map_src,
+                        app.notes_md}
+    path = str(ws.stores_dir / "fresh")
+    assert out[app.train.store]["value"] == out[app.reconstruct.store]["value"] == path
+    assert ("store: fresh", path) in out[app.explore.map_src]["choices"]
+    assert out[app.explore.map_src]["value"] == ""  # still the codes saved with the model
+    assert [v for _, v in out[app.reconstruct.source]["choices"]] == ["example", "store", "random", "upload"]
+    assert out[app.reconstruct.source]["value"] == "example"
+    assert "No dataset store" not in out[app.notes_md]

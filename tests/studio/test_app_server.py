@@ -198,6 +198,12 @@ def test_train_one_epoch_then_busy_stop_resume(server, store, client):
     check_audio(prev_aud, TINY.n_samples)
     check_audio(prev_raud, TINY.n_samples)
     assert (server["ws"].runs_dir / "run1" / "latents.safetensors").is_file()
+    # picking the finished run (1 of 1 epochs) to resume sets Epochs to 2, not the form's default of 40;
+    # resuming it with Epochs at 1 says what to do
+    assert app.train.run_picked(str(server["ws"].runs_dir / "run1"))["value"] == 2
+    client.predict(None, None, api_name="/refresh_train")  # the session's run picker now lists run1
+    with pytest.raises(AppError, match=r"^run1 has already trained 1 epochs: set Epochs above 1 to continue$"):
+        client.predict(str(server["ws"].runs_dir / "run1"), 1, 8, 3e-3, 0.1, "cpu", api_name="/resume_training")
 
     # a long run, a second request while it runs, then Stop and Resume
     client.predict(store, "default", "run2", 200, 8, 3e-3, 4, 0.1, "cpu", api_name="/start_training")

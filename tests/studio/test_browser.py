@@ -270,3 +270,36 @@ def test_map_pick_shows_the_clip_next_to_the_map(page, server):
     assert result["y"] >= 0 and result["y"] + result["height"] / 2 <= 1000
     assert abs(result["y"] - box["y"]) < box["height"]
     assert error_toasts(page) == []
+
+
+def test_build_a_store_and_every_tab_offers_it(page, tmp_path_factory, fsdd_dir):
+    """Last in this module: it adds the workspace's first store. The skipped file's reason is shown
+    whole (wrapped, not cut off at the edge), and the new store appears in the other tabs at once."""
+    folder = tmp_path_factory.mktemp("to-build")
+    for f in sorted(fsdd_dir.glob("*.wav"))[:6]:
+        shutil.copyfile(f, folder / f.name)
+    (folder / "a_recording_that_is_broken.wav").write_bytes(b"this is not audio")
+    page.get_by_role("tab", name="Dataset").click()
+    page.locator("#ds-folder textarea, #ds-folder input").first.fill(str(folder))
+    page.get_by_label("Store name").fill("from-the-browser")
+    page.get_by_role("button", name="Build store").click()
+    page.get_by_text("Store `from-the-browser`").or_(page.get_by_text("Store from-the-browser")).first.wait_for(
+        timeout=60000)
+    # the reason as shown (the table also keeps hidden copies of its cells, for measuring): whole, wrapped
+    # inside its cell, and inside the window
+    reason_js = """() => [...document.querySelectorAll('#ds-skipped span.text')]
+        .filter(e => /not readable as audio/.test(e.textContent) && e.getBoundingClientRect().width > 0)
+        .map(e => ({text: e.textContent, scroll: e.scrollWidth, width: e.clientWidth,
+                    right: e.getBoundingClientRect().right, window: document.documentElement.clientWidth}))"""
+    page.wait_for_function(f"({reason_js})().length > 0", timeout=30000)
+    shown = page.evaluate(reason_js)
+    for cell in shown:
+        assert "a_recording_that_is_broken.wav" in cell["text"] and cell["text"].rstrip().endswith(")")
+        assert cell["scroll"] <= cell["width"] + 1 and cell["right"] <= cell["window"], cell
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === 'from-the-browser')",
+                           timeout=30000)
+    page.get_by_role("tab", name="Reconstruct").click()
+    page.wait_for_function("() => /Clip from a store/.test(document.querySelector('#rec-source').innerText)",
+                           timeout=30000)
+    assert error_toasts(page) == []
