@@ -97,8 +97,9 @@ class TrainTab:
         self.arch.change(friendly(self.arch_changed), [self.arch, self.store],
                          [self.epochs, self.batch, self.lr, self.latent, self.kl], api_visibility="private")
         hyper = [self.epochs, self.batch, self.lr, self.kl, self.device]
-        self.start.click(friendly(self.start_training), [self.store, self.arch, self.name, *hyper[:3], self.latent,
-                                                         *hyper[3:]],
+        self.start.click(friendly(self.start_training),
+                         [self.store, self.arch, self.name, self.epochs, self.batch, self.lr, self.latent, self.kl,
+                          self.device],
                          self.progress, api_name="start_training")
         self.stop.click(friendly(self.stop_training), None, self.stop, api_name="stop_training")
         self.resume.click(friendly(self.resume_training), [self.runs, *hyper], self.progress,
