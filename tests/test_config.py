@@ -216,3 +216,21 @@ def test_shipped_checkpoint_configs_load(name):
         "strides": tuple(tuple(s) for s in config["model"]["strides"])}
     assert SpectrogramConfig.from_dict(config["spectrogram"]).to_dict() == config["spectrogram"]
     assert TrainConfig.from_dict(config["training"]).to_dict() == config["training"]
+
+
+def test_from_dict_restores_tuples_inside_optional_fields():
+    """A field typed ``tuple[...] | None`` comes back from JSON lists as (nested) tuples, and None as None."""
+    import dataclasses
+
+    from preprocessing.config import DictConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class Shapes(DictConfig):
+        pairs: tuple[tuple[int, int], ...] | None = None
+
+        def validate(self):
+            return self
+
+    assert Shapes.from_dict({"pairs": [[1, 2], [3, 4]]}).pairs == ((1, 2), (3, 4))
+    assert Shapes.from_dict({"pairs": None}).pairs is None
+    assert Shapes.from_dict(json.loads(json.dumps(Shapes(((5, 6),)).to_dict()))) == Shapes(((5, 6),))

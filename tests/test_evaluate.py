@@ -176,3 +176,38 @@ def test_select_files_of_a_folder(folder):
     assert select_files(folder / "7_ann_8.wav") == ([folder / "7_ann_8.wav"], [], "all")
     with pytest.raises(PreprocessError, match=r"no audio files of split 'train' in .*7_ann_1\.wav"):
         select_files(folder / "7_ann_1.wav", "train")
+
+
+# ---------------------------------------------------------------------------- compare (one clip)
+
+
+def test_compare_phase_only_uses_each_windows_own_range(tiny_ckpt):
+    """Under per-clip normalisation each window has its own dB range: the phase-only sound is the
+    original windows through the phase method in *those* ranges (not the model's display range)."""
+    from vae.evaluate import compare
+    from vae.generate import to_wave
+
+    ck = dataclasses.replace(tiny_ckpt, spec=TINY.replace(normalisation="clip", ref_db=None))
+    wave = np.concatenate([tone(300, amp=0.05), chirp(200, 2000, amp=0.8)])  # quiet then loud: unlike ranges
+    c = compare(ck, wave, TINY.sample_rate, "zero")
+    _, a, _ = reconstruct_audio(ck, wave, "zero")
+    assert len({r for r in a.ranges}) > 1
+    expected = to_wave(ck, a.specs, a.ranges, "zero")[: a.length] / a.gain
+    np.testing.assert_allclose(c.phase_only, expected, rtol=0, atol=1e-7)
+    assert not np.allclose(c.phase_only, to_wave(ck, a.specs, None, "zero")[: a.length] / a.gain, atol=1e-3)
+
+
+def test_compare_uses_the_given_griffin_lim_iterations_for_both_sounds(tiny_ckpt):
+    """Griffin-Lim from the same seed: both the reconstruction and the phase-only sound use ``n_iter``."""
+    from vae.evaluate import compare
+    from vae.generate import to_wave
+
+    wave = chirp(200, 2000)
+    torch.manual_seed(5)
+    c = compare(tiny_ckpt, wave, TINY.sample_rate, "griffinlim", 3)
+    torch.manual_seed(5)
+    recon, a, _ = reconstruct_audio(tiny_ckpt, wave, "griffinlim", 3)
+    phase_only = to_wave(tiny_ckpt, a.specs, a.ranges, "griffinlim", 3)[: a.length] / a.gain
+    np.testing.assert_array_equal(c.reconstruction, recon)
+    np.testing.assert_allclose(c.phase_only, phase_only, rtol=0, atol=1e-7)
+    assert c.n_iter == 3 and TINY.griffinlim_iters != 3

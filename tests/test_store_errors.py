@@ -283,3 +283,26 @@ def test_unreadable_recordings_folder_counts_as_empty(tmp_path, monkeypatch):
     assert download.count_recordings(target) == 0
     (tmp_path / "file").write_text("x")
     assert download.count_recordings(tmp_path / "file") == 0
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "spectrograms.npy"])
+def test_unreadable_files_give_the_whole_message(copy, monkeypatch, name):
+    """The exact message: the file, the system's reason (not the exception's repr) and what to do."""
+    real_read, real_load = Path.read_text, np.load
+
+    def read_text(self, *args, **kwargs):
+        if self.name == name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *args, **kwargs)
+
+    def load(path, *args, **kwargs):
+        if Path(path).name == name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(np, "load", load)
+    with pytest.raises(PreprocessError) as e:
+        Store(copy)
+    assert str(e.value) == (f"cannot read {copy / name} (Permission denied); check its permissions, "
+                            "or pick another folder")

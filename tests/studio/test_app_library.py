@@ -120,7 +120,7 @@ def test_examples_clip_audio_and_choices(tiny_store, tmp_path):
     wave, sr, from_source = clip_audio(tiny_store, idx[0])
     assert wave.shape == (TINY.n_samples,) and sr == TINY.sample_rate and from_source
     assert np.abs(wave).max() == pytest.approx(1.0, abs=0.05)  # peak-normalised as analysed
-    with pytest.raises(PreprocessError, match="does not exist"):
+    with pytest.raises(PreprocessError, match=r"^clip 36 does not exist: the store has 36 clips \(0\.\.35\)$"):
         clip_audio(tiny_store, len(tiny_store))
     choices = clip_choices(tiny_store, limit=5)
     assert len(choices) == 5 and "(test)" in choices[0][0] and isinstance(choices[0][1], int)
