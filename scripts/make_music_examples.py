@@ -12,6 +12,9 @@ Run from the repository root (the output is deterministic for one FluidSynth and
     .venv/bin/python scripts/make_music_examples.py --output /tmp/x --clips bach_chorale_organ
     .venv/bin/python scripts/make_music_examples.py --check        # re-render, compare with examples/music
 
+The rendering path here (score -> note events -> MIDI -> FluidSynth) is shared with
+``scripts/make_music_corpus.py``, which imports this module.
+
 It needs the ``fluidsynth`` program and the FluidR3 soundfont (Debian/Ubuntu: ``apt-get install
 fluidsynth fluid-soundfont-gm``) and the ``music21`` package (``pip install music21``).
 """
@@ -58,7 +61,7 @@ class Clip:
     start: float = 0.0  # quarter-note offset in the score where the clip starts
     number: int | None = None  # tune number within an ABC collection
     transpose: int = 0  # semitones
-    drums: bool = False  # add a march pattern (bass drum, snare) on channel 10
+    drums: str = ""  # a drum pattern on channel 10: "" (none) or one of DRUM_PATTERNS
     about: str = ""
 
 
@@ -72,7 +75,7 @@ CLIPS = (
     Clip("reel_guitar", "ryansMammoth/ArkansasTravellerReel", "Arkansas Traveller (reel)",
          "Ryan's Mammoth Collection, 1883", (24,), 200, transpose=12, about="fiddle tune, nylon-string guitar"),
     Clip("fife_march_drums", "miscFolk/americanfifeopus", "The British Grenadiers", "traditional fife tune, "
-         "18th century", (72,), 112, number=6, transpose=-12, drums=True,
+         "18th century", (72,), 112, number=6, transpose=-12, drums="march",
          about="march, piccolo with bass drum and snare"),
 )
 
@@ -107,8 +110,9 @@ def load_score(clip: Clip):
     return corpus.parse(clip.work, number=clip.number) if clip.number else corpus.parse(clip.work)
 
 
-def note_events(clip: Clip, score) -> list[Event]:
-    """Every sounding note of ``score`` within the clip, one MIDI channel per part."""
+def note_events(clip: Clip, score, duration: float = DURATION) -> list[Event]:
+    """Every sounding note of ``score`` in the first ``duration`` seconds from ``clip.start``, one MIDI channel
+    per part (as many parts as ``clip.programs``); pitches outside MIDI's range are left out."""
     from music21 import harmony
 
     seconds = 60.0 / clip.bpm
@@ -118,33 +122,52 @@ def note_events(clip: Clip, score) -> list[Event]:
             if isinstance(el, harmony.Harmony) or el.quarterLength == 0:  # chord symbols, grace notes
                 continue
             start = (float(el.offset) - clip.start) * seconds
-            if start < 0 or start >= DURATION:
+            if start < 0 or start >= duration:
                 continue
-            end = min(DURATION, start + float(el.quarterLength) * seconds * 0.95)  # a little détaché
+            end = min(duration, start + float(el.quarterLength) * seconds * 0.95)  # a little détaché
             velocity = int(el.volume.velocity or 84)
-            events += [(start, end, channel, p.midi + clip.transpose, velocity) for p in el.pitches]
+            pitches = [p.midi + clip.transpose for p in el.pitches]
+            events += [(start, end, channel, p, velocity) for p in pitches if 0 <= p <= 127]
     return events
 
 
-def drum_events(clip: Clip, score) -> list[Event]:
-    """A march pattern: bass drum on each bar's downbeat, snare on every eighth, accents on the beats."""
+def _march_beat(t: float, quarters: float, bar: float) -> list[Event]:
+    """Snare on every eighth, accented on the beats; bass drum on each bar's downbeat."""
+    events = [(t, t + 0.1, DRUM_CHANNEL, 38, 72 if quarters % 1 == 0 else 48)]  # acoustic snare
+    if quarters % bar == 0:
+        events.append((t, t + 0.2, DRUM_CHANNEL, 36, 88))  # bass drum
+    return events
+
+
+def _dance_beat(t: float, quarters: float, bar: float) -> list[Event]:
+    """Closed hi-hat on every eighth; bass drum and snare in turn on the beats, the downbeat accented."""
+    events = [(t, t + 0.05, DRUM_CHANNEL, 42, 56 if quarters % 1 == 0 else 40)]  # closed hi-hat
+    if quarters % 1 == 0:
+        kick = int(quarters) % 2 == 0
+        velocity = 96 if quarters % bar == 0 else (80 if kick else 60)
+        events.append((t, t + 0.15, DRUM_CHANNEL, 36 if kick else 38, velocity))  # bass drum or snare
+    return events
+
+
+DRUM_PATTERNS = {"march": _march_beat, "dance": _dance_beat}
+
+
+def drum_events(clip: Clip, score, duration: float = DURATION) -> list[Event]:
+    """``clip.drums``'s pattern over ``duration`` seconds, one step per eighth, after a crash cymbal."""
     from music21 import meter
 
     ts = score.recurse().getElementsByClass(meter.TimeSignature).first()
     bar = float(ts.barDuration.quarterLength) if ts else 2.0
     eighth = 30.0 / clip.bpm
     events: list[Event] = [(0.0, 1.0, DRUM_CHANNEL, 49, 64)]  # crash cymbal on the first beat
-    for k in range(int(DURATION / eighth)):
-        t, quarters = k * eighth, k * 0.5
-        events.append((t, t + 0.1, DRUM_CHANNEL, 38, 72 if quarters % 1 == 0 else 48))  # acoustic snare
-        if quarters % bar == 0:
-            events.append((t, t + 0.2, DRUM_CHANNEL, 36, 88))  # bass drum
+    for k in range(int(duration / eighth)):
+        events += DRUM_PATTERNS[clip.drums](k * eighth, k * 0.5, bar)
     return events
 
 
-def events_of(clip: Clip) -> list[Event]:
-    score = load_score(clip)
-    events = note_events(clip, score) + (drum_events(clip, score) if clip.drums else [])
+def events_of(clip: Clip, score, duration: float = DURATION) -> list[Event]:
+    """The notes (and drums) of ``clip`` in ``score`` over ``duration`` seconds, from time 0, sorted."""
+    events = note_events(clip, score, duration) + (drum_events(clip, score, duration) if clip.drums else [])
     if not events:
         raise ExampleError(f"{clip.work}: no notes from quarter {clip.start} on")
     first = min(e[0] for e in events)
@@ -193,24 +216,34 @@ def render_midi(exe: str, soundfont: Path, midi: bytes) -> np.ndarray:
     return data.mean(axis=1)
 
 
+def fade(out: np.ndarray) -> np.ndarray:
+    """``out`` (float32, at ``SAMPLE_RATE``) faded in over ``FADE_IN_S`` and out over ``FADE_OUT_S``, in place."""
+    fade_in, fade_out = int(FADE_IN_S * SAMPLE_RATE), min(len(out), int(FADE_OUT_S * SAMPLE_RATE))
+    out[:fade_in] *= np.linspace(0.0, 1.0, fade_in, dtype=np.float32)[: len(out)]
+    out[len(out) - fade_out:] *= np.linspace(1.0, 0.0, fade_out, dtype=np.float32)
+    return out
+
+
+def normalise(out: np.ndarray) -> np.ndarray:
+    """``out`` scaled to peak ``PEAK``; raises :class:`ExampleError` when it is silent."""
+    peak = float(np.abs(out).max()) if len(out) else 0.0
+    if peak < 1e-4:
+        raise ExampleError("fluidsynth rendered silence")
+    return out * (PEAK / peak)
+
+
 def finish(wave: np.ndarray) -> np.ndarray:
     """Resampled to ``SAMPLE_RATE``, cut or padded to ``DURATION``, faded at both ends, peak ``PEAK``."""
     n = int(DURATION * SAMPLE_RATE)
     out = np.zeros(n, dtype=np.float32)
     wave = resample(wave, RENDER_RATE, SAMPLE_RATE)[:n]
     out[: len(wave)] = wave
-    fade_in, fade_out = int(FADE_IN_S * SAMPLE_RATE), int(FADE_OUT_S * SAMPLE_RATE)
-    out[:fade_in] *= np.linspace(0.0, 1.0, fade_in, dtype=np.float32)
-    out[-fade_out:] *= np.linspace(1.0, 0.0, fade_out, dtype=np.float32)
-    peak = float(np.abs(out).max())
-    if peak < 1e-4:
-        raise ExampleError("fluidsynth rendered silence")
-    return out * (PEAK / peak)
+    return normalise(fade(out))
 
 
 def render(clip: Clip, exe: str, soundfont: Path) -> np.ndarray:
     """The finished clip: mono float32 at ``SAMPLE_RATE``, ``DURATION`` seconds long."""
-    return finish(render_midi(exe, soundfont, midi_bytes(events_of(clip), clip.programs)))
+    return finish(render_midi(exe, soundfont, midi_bytes(events_of(clip, load_score(clip)), clip.programs)))
 
 
 # ---------------------------------------------------------------- the command
