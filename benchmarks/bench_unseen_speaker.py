@@ -54,6 +54,7 @@ METRICS = ("stoi", "lsd_db", "spectral_convergence")
 QUICK = {"time_limit_s": 5.0, "max_train_files": 300, "max_eval_files": 20}  # --quick defaults
 QUICK_OUT = common.DEFAULT_OUT / "tmp" / "quick"
 MACHINE_ONLY = ("device", "eval_workers")  # settings that may change between the runs of one results file
+SETTINGS_BEFORE = {"augment": False}  # settings older results files lack, as those runs had them
 
 
 def log(msg: str) -> None:
@@ -193,7 +194,7 @@ def one_speaker(held_out: str, by_speaker: dict[str, list[Path]], work: Path, cf
     summary = build_store(links(train_files, work / "train_clips"), work / "store", cfg)
     store_s = round(time.perf_counter() - t0, 1)
     overrides = {**budget(s["epochs"], s["time_limit_s"]), "device": s["device"], "seed": s["seed"]}
-    overrides.update({k: s[k] for k in ("latent_dim", "batch_size") if s[k]})
+    overrides.update({k: s[k] for k in ("latent_dim", "batch_size", "augment") if s.get(k)})
     log(f"{held_out}: training {s['arch']} ({_budget_text(s)}) on {summary.n_clips} clips ...")
     trained = train_model(work / "store", work / "ckpt", s["arch"], overrides, model_cfg)
     ev = (work / "ckpt" / "last", s["griffinlim_iters"], s["device"], s["eval_workers"])
@@ -283,7 +284,8 @@ def previous(out_dir: Path, settings: dict[str, Any], force: bool) -> dict[str, 
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
-    if {k: v for k, v in old.get("params", {}).items() if k not in MACHINE_ONLY} != \
+    old_params = {**SETTINGS_BEFORE, **old.get("params", {})}  # settings added since: their defaults
+    if {k: v for k, v in old_params.items() if k not in MACHINE_ONLY} != \
             {k: v for k, v in settings.items() if k not in MACHINE_ONLY}:
         if force:
             return {}
@@ -308,10 +310,11 @@ def run(fsdd: str | Path, out_dir: str | Path, *, quick: bool = False, speakers:
         time_limit_s: float | None = None, latent_dim: int | None = None, batch_size: int | None = None,
         griffinlim_iters: int = 64, device: str = "auto", seed: int = 0, max_train_files: int | None = None,
         max_eval_files: int | None = None, eval_workers: int | None = None, work: str | Path | None = None,
-        force: bool = False, spec_cfg: Any = None, model_cfg: Any = None) -> dict[str, Any]:
+        force: bool = False, spec_cfg: Any = None, model_cfg: Any = None, augment: bool = False) -> dict[str, Any]:
     """Leave each of ``speakers`` (default: all found in ``fsdd``) out in turn; write unseen_speaker.*.
 
-    ``spec_cfg`` / ``model_cfg``: a SpectrogramConfig / ModelConfig instead of the preset's (tests).
+    ``spec_cfg`` / ``model_cfg``: a SpectrogramConfig / ModelConfig instead of the preset's (tests);
+    ``augment``: train with data augmentation (vae.augment).
     """
     from preprocessing.config import preset
 
@@ -326,7 +329,7 @@ def run(fsdd: str | Path, out_dir: str | Path, *, quick: bool = False, speakers:
                 "preset": preset_name if spec_cfg is None else "custom", "spectrogram": cfg.to_dict(),
                 "custom_model": model_cfg.to_dict() if model_cfg is not None else None,
                 "epochs": epochs, "time_limit_s": time_limit_s, "latent_dim": latent_dim, "batch_size": batch_size,
-                "griffinlim_iters": griffinlim_iters, "seed": seed, "device": device,
+                "griffinlim_iters": griffinlim_iters, "seed": seed, "augment": bool(augment), "device": device,
                 "eval_workers": eval_workers or default_workers(),
                 "max_train_files": max_train_files if max_train_files is not None else q.get("max_train_files", 0),
                 "max_eval_files": max_eval_files if max_eval_files is not None else q.get("max_eval_files", 0)}
@@ -365,6 +368,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--griffinlim-iters", type=int, default=64, help="Griffin-Lim iterations for evaluation")
     p.add_argument("--device", default="auto", help="training device: auto, cpu, cuda, mps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", action="store_true", help="train with data augmentation (warp, stretch, gain, noise)")
     p.add_argument("--max-train-files", type=int, help="use about this many training clips (0: all)")
     p.add_argument("--max-eval-files", type=int, help="evaluate about this many unseen clips (0: all)")
     p.add_argument("--eval-workers", type=int, help="evaluation processes (default: half the cores, at most 8)")
@@ -386,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                   preset_name=a.preset, epochs=a.epochs, time_limit_s=a.time_limit, latent_dim=a.latent_dim,
                   batch_size=a.batch_size, griffinlim_iters=a.griffinlim_iters, device=a.device, seed=a.seed,
                   max_train_files=a.max_train_files, max_eval_files=a.max_eval_files,
-                  eval_workers=a.eval_workers, work=a.work, force=a.force)
+                  eval_workers=a.eval_workers, work=a.work, force=a.force, augment=a.augment)
     except (ValueError, UserError) as e:
         print(f"bench_unseen_speaker: error: {e}", file=sys.stderr)
         return 2

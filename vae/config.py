@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from preprocessing.config import ConfigError, DictConfig
 
@@ -126,6 +126,7 @@ class TrainConfig(DictConfig):
     checkpoint_every: int = 1  # epochs between "last" checkpoints
     preview_every: int = 2  # epochs between preview reconstructions (events carry them)
     time_limit_s: float | None = None  # stop cleanly after this much training wall time
+    augment: bool = False  # warp, stretch, gain and noise on training batches (vae.augment); off until measured
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
@@ -137,6 +138,14 @@ class TrainConfig(DictConfig):
         if self.recon_weight <= 0 or self.kl_weight < 0:
             raise ConfigError("recon_weight must be positive and kl_weight non-negative")
         return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`DictConfig.to_dict`, but ``augment`` only when on: a checkpoint trained without it
+        keeps the config.json of before the field (which versions without it can still load)."""
+        d = super().to_dict()
+        if not d["augment"]:
+            del d["augment"]
+        return d
 
 
 def train_config(arch: str, shape: tuple[int, int]) -> TrainConfig:

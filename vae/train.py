@@ -28,6 +28,7 @@ from preprocessing.config import ConfigError
 from preprocessing.errors import UserError
 from preprocessing.store import Store
 
+from .augment import augment_batch, batch_generator
 from .checkpoint import CheckpointConfig, load_checkpoint, load_config, load_training_state, save_checkpoint
 from .config import ModelConfig, TrainConfig, model_config, train_config
 from .latents import compute_latent_stats, save_latent_stats
@@ -389,7 +390,9 @@ def _train_epoch(run: _Run, stop: threading.Event | None) -> EpochSteps:
     sums, seen = dict.fromkeys(LOSS_KEYS, 0.0), 0
     for x in run.batches.epoch(tc.seed, epoch, start=st.step):
         t0 = time.perf_counter()
-        x = x.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True)  # (B, 1, F, T)
+        if tc.augment:  # training batches only; seeded by position, so a resumed run sees the same ones
+            x = augment_batch(x, batch_generator(tc.seed, epoch, st.step), run.store.config.top_db)
         warm = min(1.0, (epoch + st.step / steps) / tc.kl_warmup_epochs) if tc.kl_warmup_epochs else 1.0
         try:
             losses = train_step(run.model, run.opt, x, tc, warm)
