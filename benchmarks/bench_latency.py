@@ -83,7 +83,7 @@ def latency_case(ckpt: str, audio: str, excerpt_s: float | None, repeats: int, t
     wave = load_audio(audio, cfg.sample_rate, min_samples=cfg.n_fft)
     if excerpt_s:
         wave = wave[: int(excerpt_s * cfg.sample_rate)]
-    codes = torch.randn(warmup + repeats, ck.model_cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
+    codes = torch.randn(warmup + repeats, *ck.model_cfg.latent_shape, generator=torch.Generator().manual_seed(seed))
 
     def slider(z, n_iter: int, st: dict) -> None:
         x = _timed(st, "decode", decode, ck, z)[0]

@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_note = "untrained default-arch digits-shaped stand-in (checkpoints/digits not found)"
     ws = Workspace(tmp / "data", tmp / "runs", tmp / "none", tmp / "none", audio_root=tmp / "audio")
     demo, app = create_app(ws, checkpoint=str(ckpt))
-    stats = ws.latent_stats(str(ckpt)) or prior_stats(ws.load(str(ckpt)).model_cfg.latent_dim)
+    stats = ws.latent_stats(str(ckpt)) or prior_stats(ws.load(str(ckpt)).model_cfg.latent_shape)
     n_sliders = len(slider_specs(stats))
-    residual = [0.0] * ws.load(str(ckpt)).model_cfg.latent_dim
+    residual = np.zeros(ws.load(str(ckpt)).model_cfg.latent_shape).tolist()
     positions = drag(a.n + 5, n_sliders)
 
     def args(pos: list[float]) -> list[Any]:

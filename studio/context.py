@@ -44,5 +44,5 @@ class Studio:
         ck = self.ws.load(ckpt)
         stats = self.ws.latent_stats(ckpt)
         if stats is None:
-            return ck, prior_stats(ck.model_cfg.latent_dim), NO_STATS
+            return ck, prior_stats(ck.model_cfg.latent_shape), NO_STATS
         return ck, stats, ""

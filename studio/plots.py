@@ -271,12 +271,18 @@ def _draw_dots(ax: Axes, xy: np.ndarray, labels: Sequence[str | None], highlight
 
 
 def _map_figure(xy: np.ndarray, labels: Sequence[str | None], highlight: int | None, title: str,
-                axis_names: tuple[str, str], size: tuple[float, float]) -> tuple[Figure, Axes]:
+                axis_names: tuple[str, str], size: tuple[float, float],
+                trajectory: np.ndarray | None = None) -> tuple[Figure, Axes]:
     """The latent map's figure and axes, not yet drawn (see :func:`latent_map_image`)."""
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     handles = _draw_dots(ax, xy, labels, highlight)
+    if trajectory is not None and len(trajectory) > 1:  # the limits below stay the dots': clicks map the same
+        line, = ax.plot(trajectory[:, 0], trajectory[:, 1], "-", color="black", lw=1.2, alpha=0.8, zorder=4,
+                        marker=".", markersize=3, label="its frames, in time order")
+        ax.plot(*trajectory[0], "o", color="black", markersize=5, zorder=5)
+        handles = [*handles, line]
     labelled = any(lab is not None for lab in labels)
     ax.legend(handles=handles, title="label" if labelled else None, fontsize=8, title_fontsize=8, loc="upper left",
               bbox_to_anchor=(1.02, MAP_LEGEND_TOP), borderaxespad=0, ncols=_legend_columns(len(handles), size))
@@ -294,8 +300,12 @@ def _map_figure(xy: np.ndarray, labels: Sequence[str | None], highlight: int | N
 def latent_map_image(xy: np.ndarray, labels: Sequence[str | None], highlight: int | None = None,
                      title: str = "Latent space: each dot is one clip",
                      axis_names: tuple[str, str] = ("direction 1 (SD)", "direction 2 (SD)"),
-                     size: tuple[float, float] = (6.4, 5.0)) -> tuple[np.ndarray, MapAxes]:
+                     size: tuple[float, float] = (6.4, 5.0),
+                     trajectory: np.ndarray | None = None) -> tuple[np.ndarray, MapAxes]:
     """A scatter of 2-D latent coordinates coloured by label, and the geometry to pick points.
+
+    ``trajectory`` (T', 2): the frames of the highlighted clip of a temporal model, drawn as a line from
+    a dot at its first frame; the axes keep the limits of the clips, so the geometry does not change.
 
     An image rather than Gradio's native ``ScatterPlot``: the native plot's select event reports an
     x-range brush, not a point, while a click on an image gives its pixel, which :class:`MapAxes`
@@ -304,7 +314,7 @@ def latent_map_image(xy: np.ndarray, labels: Sequence[str | None], highlight: in
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     if len(xy) != len(labels):
         raise ValueError(f"{len(xy)} points but {len(labels)} labels")
-    fig, ax = _map_figure(xy, labels, highlight, title, axis_names, size)
+    fig, ax = _map_figure(xy, labels, highlight, title, axis_names, size, trajectory)
     img = _rgb(fig)  # draws, so the layout (and the axes box) is final
     bb = ax.get_window_extent()
     h, w = img.shape[:2]

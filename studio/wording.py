@@ -40,8 +40,17 @@ def clip_caption(name: str, label: str | None, seconds: float, sample_rate: int,
 STALE = "⚠️ *Out of date: the clip, model or phase settings changed since this result. Press **Reconstruct**.*"
 
 
-def explore_caption(ckpt: str, latent_dim: int, n_sliders: int, covered: float, note: str = "") -> str:
-    return (f"Latent space of **{Path(ckpt).name}**: {latent_dim} numbers per sound. "
+def explore_caption(ckpt: str, latent_shape: int | tuple[int, ...], n_sliders: int, covered: float,
+                    note: str = "") -> str:
+    shape = (latent_shape,) if isinstance(latent_shape, int) else tuple(latent_shape)
+    if len(shape) == 2:  # a temporal model: a sequence of codes per sound
+        return (f"Latent space of **{Path(ckpt).name}**: each sound is a sequence of {shape[1]} codes of "
+                f"{shape[0]} numbers, one per moment. The {n_sliders} sliders move along the directions in "
+                f"which its training sounds' moments vary most ({100 * covered:.0f}% of the variation), "
+                "adding one offset to every moment, so the sound keeps its timing. Interpolation blends "
+                "two sounds moment by moment; the map places each sound at its average moment and draws "
+                "the path of the one you pick. " + note)
+    return (f"Latent space of **{Path(ckpt).name}**: {shape[0]} numbers per sound. "
             f"The {n_sliders} sliders move along the directions in which its training sounds vary most "
             f"({100 * covered:.0f}% of the variation), in standard deviations. " + note)
 

@@ -126,7 +126,7 @@ def test_default_architecture_halves_each_axis_down_to_8(shape, strides):
 def test_architecture_messages():
     with _raises("spectrogram 8x8 is too small or odd-sized for the default architecture"):
         model_config("default", (8, 8))
-    with _raises("unknown architecture 'transformer'; choose one of ('default', 'study')"):
+    with _raises("unknown architecture 'transformer'; choose one of ('default', 'study', 'temporal')"):
         model_config("transformer", (128, 96))
 
 

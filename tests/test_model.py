@@ -10,7 +10,8 @@ from conftest import tiny_model_cfg
 
 from preprocessing.config import PRESETS, ConfigError
 from vae.config import ModelConfig, TrainConfig, model_config, train_config
-from vae.model import VAE, _same_padding, vae_loss
+from vae.losses import vae_loss
+from vae.model import VAE, _same_padding
 
 SHAPES = [PRESETS[n].shape for n in ("digits", "music", "study-digits", "study-music")]
 

@@ -20,7 +20,8 @@ from vae.checkpoint import CheckpointError, load_checkpoint, load_config, load_t
 from vae.config import ModelConfig, TrainConfig, model_config, train_config
 from vae.generate import encode, reconstruct
 from vae.latents import load_latent_stats
-from vae.model import VAE, vae_loss
+from vae.losses import vae_loss
+from vae.model import VAE
 from vae.train import Diverged, EventKind, Preview, TrainingError, pick_device, resolve_configs, train, train_step
 
 STEPS = 3  # 24 training clips / batch 8

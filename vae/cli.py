@@ -58,7 +58,8 @@ def cmd_preprocess(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     overrides = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "kl_weight", "recon_weight",
-                                            "seed", "device", "latent_dim", "time_limit_s", "augment")}
+                                            "seed", "device", "latent_dim", "time_limit_s", "augment",
+                                            "spectral_weight")}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: save and stop cleanly
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--device", help="auto (default), cpu, cuda, mps")
     s.add_argument("--time-limit", dest="time_limit_s", type=float, help="stop after this many seconds of training")
+    s.add_argument("--spectral-weight", type=float,
+                   help="weight of the multi-resolution spectral loss (default: the architecture's; 0 turns it off)")
     s.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="augment training batches: frequency warp, time stretch, gain, noise (default: off)")
     s.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")

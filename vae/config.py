@@ -6,26 +6,43 @@ conv -> ReLU -> batch norm with 512..32 filters, latent 128, loss 1e6 x MSE + KL
 drops (the study does the reverse, which puts almost all its compute at full resolution),
 conv -> batch norm -> LeakyReLU, a 64-dimensional latent, and a reconstruction term ten times
 the per-pixel sum. See README "Architecture comparison" for the numbers behind it.
+``temporal`` (issue #11) keeps a time axis in the latent, as RAVE, DAC and the KL autoencoders of
+latent diffusion do: frequency is folded into channels, time is downsampled by the product of the
+time strides, and each clip becomes a sequence of ``latent_dim``-number frames (vae.model).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from preprocessing.config import ConfigError, DictConfig
 
-Arch = Literal["default", "study"]
+Arch = Literal["default", "study", "temporal"]
 Activation = Literal["relu", "leaky_relu"]
+Kind = Literal["global", "temporal"]  # one code per clip, or a sequence of codes along time
+Norm = Literal["batch", "weight", "group"]
 ARCHS: tuple[str, ...] = typing.get_args(Arch)
 ACTIVATIONS: tuple[str, ...] = typing.get_args(Activation)
+KINDS: tuple[str, ...] = typing.get_args(Kind)
+NORMS: tuple[str, ...] = typing.get_args(Norm)
+# fields added with the temporal kind, at the values every earlier (global) model had: left out of
+# config.json when they have them, so a global model's config is what it was before they existed
+GLOBAL_FIELDS = {"kind": "global", "res_blocks": 0, "norm": "batch"}
 
 
 @dataclass(frozen=True)
 class ModelConfig(DictConfig):
-    """A convolutional VAE over (1, n_freq, n_frames) spectrograms in [0, 1]."""
+    """A convolutional VAE over (1, n_freq, n_frames) spectrograms in [0, 1].
+
+    ``kind="global"``: 2-D convolutions with (freq, time) ``strides`` down to one ``latent_dim`` code per
+    clip. ``kind="temporal"``: frequency folded into channels, 1-D convolutions along time with the time
+    element of each stride (the frequency element must be 1), ``res_blocks`` residual blocks per stage;
+    the latent is (latent_dim, n_frames / time_ratio).
+    """
 
     what: ClassVar[str] = "model"
     # every field: a default standing in for a missing one could build another network (latent_dim's
@@ -43,6 +60,21 @@ class ModelConfig(DictConfig):
     latent_dim: int = 64
     activation: Activation = "leaky_relu"
     norm_first: bool = True  # conv -> norm -> act (True) or the study's conv -> act -> norm
+    kind: Kind = "global"
+    res_blocks: int = 0  # temporal: residual blocks per stage
+    norm: Norm = "batch"  # global: batch; temporal: weight (weight norm) or group (GroupNorm, one group)
+
+    @property
+    def time_ratio(self) -> int:
+        """Frames of spectrogram per latent frame (temporal); the product of the time strides."""
+        return math.prod(st for _, st in self.strides)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one clip's code: (latent_dim,) or (latent_dim, n_frames / time_ratio)."""
+        if self.kind == "temporal":
+            return (self.latent_dim, self.n_frames // self.time_ratio)
+        return (self.latent_dim,)
 
     @property
     def bottleneck(self) -> tuple[int, int, int]:
@@ -63,6 +95,15 @@ class ModelConfig(DictConfig):
             raise ConfigError(f"kernel must be odd (padding kernel // 2 keeps the shapes mirrored), got {self.kernel}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be 'relu' or 'leaky_relu', got {self.activation!r}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "global" and (self.norm != "batch" or self.res_blocks):
+            raise ConfigError("a global model uses batch norm and no residual blocks")
+        if self.kind == "temporal":
+            if self.norm not in ("weight", "group"):
+                raise ConfigError(f"a temporal model's norm must be 'weight' or 'group', got {self.norm!r}")
+            if self.res_blocks < 0 or any(sf != 1 for sf, _ in self.strides):
+                raise ConfigError("a temporal model needs res_blocks >= 0 and frequency strides of 1")
         fs = ts = 1
         for sf, st in self.strides:
             fs, ts = fs * sf, ts * st
@@ -74,9 +115,24 @@ class ModelConfig(DictConfig):
             )
         return self
 
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`DictConfig.to_dict`, without the temporal-era fields at their global values."""
+        d = super().to_dict()
+        if d["kind"] == "global":
+            d = {k: v for k, v in d.items() if k not in GLOBAL_FIELDS or v != GLOBAL_FIELDS[k]}
+        return d
+
+
+def _temporal(n_freq: int, n_frames: int) -> ModelConfig:
+    """The temporal preset: time downsampled 4x in two stages; widths and latent size grow with n_freq."""
+    width = 256 if n_freq >= 256 else 128
+    return ModelConfig(n_freq=n_freq, n_frames=n_frames, channels=(width, width), strides=((1, 2), (1, 2)),
+                       decoder_channels=(width,), kernel=5, latent_dim=32 if n_freq >= 256 else 16,
+                       kind="temporal", res_blocks=1, norm="weight")
+
 
 def model_config(arch: str, shape: tuple[int, int], latent_dim: int | None = None) -> ModelConfig:
-    """The ``arch`` preset ("default" or "study") sized for spectrograms of ``shape`` (F, T)."""
+    """The ``arch`` preset ("default", "study" or "temporal") sized for spectrograms of ``shape`` (F, T)."""
     n_freq, n_frames = shape
     if arch == "study":
         cfg = ModelConfig(
@@ -84,6 +140,8 @@ def model_config(arch: str, shape: tuple[int, int], latent_dim: int | None = Non
             strides=((2, 2), (2, 2), (2, 2), (2, 2), (2, 1)), decoder_channels=(32, 64, 128, 256),
             latent_dim=128, activation="relu", norm_first=False,
         )
+    elif arch == "temporal":
+        cfg = _temporal(n_freq, n_frames)
     elif arch == "default":
         # Halve both axes until each is at most 8 (a small bottleneck keeps the dense layers
         # small); filters double from 32 up to 256.
@@ -127,6 +185,7 @@ class TrainConfig(DictConfig):
     preview_every: int = 2  # epochs between preview reconstructions (events carry them)
     time_limit_s: float | None = None  # stop cleanly after this much training wall time
     augment: bool = False  # warp, stretch, gain and noise on training batches (vae.augment); off until measured
+    spectral_weight: float = 0.0  # x the multi-resolution spectral loss (vae.losses), added to the total
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
@@ -137,15 +196,18 @@ class TrainConfig(DictConfig):
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.recon_weight <= 0 or self.kl_weight < 0:
             raise ConfigError("recon_weight must be positive and kl_weight non-negative")
+        if self.spectral_weight < 0:
+            raise ConfigError(f"spectral_weight must be non-negative, got {self.spectral_weight}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """As :meth:`DictConfig.to_dict`, but ``augment`` only when on: a checkpoint trained without it
-        keeps the config.json of before the field (which versions without it can still load)."""
+        """As :meth:`DictConfig.to_dict`, but ``augment`` and ``spectral_weight`` only when on: a checkpoint
+        trained without them keeps the config.json of before the fields (which older versions can load)."""
         d = super().to_dict()
-        if not d["augment"]:
-            del d["augment"]
-        return d
+        return {k: v for k, v in d.items() if k not in ("augment", "spectral_weight") or v}
+
+
+SPECTRAL_PER_PIXEL = 1.0  # temporal preset: spectral_weight per pixel (vae.losses.spectral_loss)
 
 
 def train_config(arch: str, shape: tuple[int, int]) -> TrainConfig:
@@ -155,4 +217,7 @@ def train_config(arch: str, shape: tuple[int, int]) -> TrainConfig:
                            kl_warmup_epochs=0, grad_clip=0.0)
     # 10x the pixel sum (a Gaussian likelihood with variance 0.05) measured better than 1x: on
     # FSDD, 100 s of training gave test LSD 6.07 dB against 6.25 dB (5.84 dB with latent 64).
-    return TrainConfig(recon_weight=10.0 * shape[0] * shape[1])
+    pixels = shape[0] * shape[1]
+    if arch == "temporal":
+        return TrainConfig(recon_weight=10.0 * pixels, spectral_weight=SPECTRAL_PER_PIXEL * pixels)
+    return TrainConfig(recon_weight=10.0 * pixels)

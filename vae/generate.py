@@ -1,7 +1,8 @@
 """Generation: encode, decode, reconstruct, sample, interpolate, and turn results into sound.
 
-Spectrograms here are normalised model inputs, (B, F, T) in [0, 1]; latent codes are (B, D);
-waveforms are float32 numpy arrays (n,) at the checkpoint's sample rate.
+Spectrograms here are normalised model inputs, (B, F, T) in [0, 1]; latent codes are (B, D) for a
+global model and sequences (B, D, T') for a temporal one (``ck.model_cfg.latent_shape``); waveforms
+are float32 numpy arrays (n,) at the checkpoint's sample rate.
 """
 
 from __future__ import annotations
@@ -28,38 +29,80 @@ def _model_input(x: torch.Tensor | np.ndarray, ck: Checkpoint) -> torch.Tensor:
 
 @torch.no_grad()
 def encode(ck: Checkpoint, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spectrograms (B, F, T) or (F, T) -> posterior (mu, logvar), each (B, D)."""
+    """Spectrograms (B, F, T) or (F, T) -> posterior (mu, logvar), each (B, *latent_shape)."""
     mu, logvar = ck.model.encode(_model_input(x, ck))
     return mu.cpu(), logvar.cpu()
 
 
 @torch.no_grad()
 def decode(ck: Checkpoint, z: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Latent codes (B, D) or (D,) -> spectrograms (B, F, T) in [0, 1]."""
-    z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1, ck.model_cfg.latent_dim)
+    """Latent codes (B, *latent_shape) or one code -> spectrograms (B, F, T) in [0, 1]."""
+    z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1, *ck.model_cfg.latent_shape)
     return ck.model.decode(z.to(ck.device))[:, 0].cpu()
 
 
-def reconstruct(ck: Checkpoint, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Spectrograms (B, F, T) -> their reconstructions through the posterior mean (B, F, T)."""
+CHUNK_WINDOWS = 32  # temporal models: windows reconstructed in one piece (about 95 s of music)
+
+
+@torch.no_grad()
+def _reconstruct_joined(ck: Checkpoint, x: torch.Tensor) -> torch.Tensor:
+    """Consecutive windows (W, 1, F, T) of one signal through a temporal model as one spectrogram
+    (1, 1, F, W * T): no seams between windows. Longer runs go in chunks of CHUNK_WINDOWS windows that
+    overlap by one window, cross-faded linearly over it (overlap-add). Returns (W, F, T)."""
+    w, _, f, t = x.shape
+    joined = x.permute(1, 2, 0, 3).reshape(1, 1, f, w * t)  # (1, 1, F, W*T): windows side by side
+    if w <= CHUNK_WINDOWS:
+        out = ck.model.decode(ck.model.encode(joined)[0])
+    else:
+        out, weight = torch.zeros_like(joined), torch.zeros(w * t, device=x.device)
+        ramp = torch.linspace(0, 1, t + 2, device=x.device)[1:-1]  # (T,) the fade over an overlap
+        for start in range(0, w - 1, CHUNK_WINDOWS - 1):
+            a, b = start * t, min(w, start + CHUNK_WINDOWS) * t
+            fade = torch.ones(b - a, device=x.device)
+            if start:
+                fade[:t] = ramp
+            if b < w * t:
+                fade[-t:] = 1 - ramp
+            piece = ck.model.decode(ck.model.encode(joined[..., a:b])[0])  # (1, 1, F, b - a)
+            out[..., a:b] += piece * fade
+            weight[a:b] += fade
+            if b == w * t:
+                break
+        out = out / weight.clamp_min(1e-8)
+    return out.reshape(f, w, t).permute(1, 0, 2)  # (W, F, T)
+
+
+def reconstruct(ck: Checkpoint, x: torch.Tensor | np.ndarray, joined: bool = True) -> torch.Tensor:
+    """Spectrograms (B, F, T) -> their reconstructions through the posterior mean (B, F, T).
+
+    A temporal model takes the B windows, when ``joined``, as consecutive pieces of one signal
+    (as :func:`analyse` cuts it) and reconstructs them in one piece, without seams between them.
+    """
+    if joined and ck.model_cfg.kind == "temporal":
+        return _reconstruct_joined(ck, _model_input(x, ck)).cpu()
     return decode(ck, encode(ck, x)[0])
 
 
 def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = None) -> torch.Tensor:
-    """``n`` codes from the prior N(0, temperature^2 I), (n, D)."""
+    """``n`` codes from the prior N(0, temperature^2 I), (n, *latent_shape)."""
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    return torch.randn(n, ck.model_cfg.latent_dim, generator=g) * temperature
+    return torch.randn(n, *ck.model_cfg.latent_shape, generator=g) * temperature
 
 
 MAX_STEPS = 32  # interpolation steps: each is decoded and turned into sound
 
 
 def interpolate(z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:
-    """``steps`` codes on the straight line from z_a to z_b (ends included), (steps, D)."""
+    """``steps`` codes on the straight line from z_a to z_b (ends included), (steps, *z_a.shape).
+    Sequences (D, T') are interpolated frame by frame."""
     if not 2 <= steps <= MAX_STEPS:
         raise InputError(f"interpolation takes 2 to {MAX_STEPS} steps, got {steps}")
+    if z_a.numel() != z_b.numel():
+        raise InputError(f"cannot interpolate between codes of {tuple(z_a.shape)} and {tuple(z_b.shape)} numbers")
     t = torch.linspace(0, 1, steps)[:, None]
-    return (1 - t) * z_a.reshape(1, -1) + t * z_b.reshape(1, -1)
+    line = (1 - t) * z_a.reshape(1, -1) + t * z_b.reshape(1, -1)  # (steps, numel)
+    shape = z_a.shape[1:] if z_a.dim() > 1 and z_a.shape[0] == 1 else z_a.shape  # a batch of one: its code
+    return line.reshape(steps, *shape)
 
 
 @dataclass
@@ -135,19 +178,19 @@ class Rendered:
 
 def render_many(ck: Checkpoint, z: torch.Tensor, phase: str | None = None,
                 n_iter: int | None = None) -> list[Rendered]:
-    """Decode codes (B, D) to spectrograms in dB and sound, on the model's display range."""
+    """Decode codes (B, *latent_shape) to spectrograms in dB and sound, on the model's display range."""
     lo, hi = display_range(ck)
     return [Rendered(denormalise(x, lo, hi).numpy(), to_wave(ck, x, [(lo, hi)], phase=phase, n_iter=n_iter), lo, hi)
             for x in decode(ck, z)]  # decode: (B, F, T)
 
 
 def render(ck: Checkpoint, z: torch.Tensor, phase: str | None = None, n_iter: int | None = None) -> Rendered:
-    """Decode one code (D,) to a spectrogram and audio."""
+    """Decode one code (*latent_shape) to a spectrogram and audio."""
     return render_many(ck, z, phase, n_iter)[0]
 
 
 def encode_wave(ck: Checkpoint, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
-    """Posterior mean (D,) of the first window of ``wave`` (n,), which must be at the model's rate."""
+    """Posterior mean (*latent_shape) of the first window of ``wave`` (n,), at the model's rate."""
     if sample_rate != ck.spec.sample_rate:
         raise InputError(f"clip is at {sample_rate} Hz, the model at {ck.spec.sample_rate} Hz")
     return encode(ck, analyse(ck, wave).specs[:1])[0][0]
@@ -156,9 +199,9 @@ def encode_wave(ck: Checkpoint, wave: np.ndarray, sample_rate: int) -> torch.Ten
 def start_code(ck: Checkpoint, kind: str, *, temperature: float = 1.0, seed: int | None = None,
                wave: np.ndarray | None = None, sample_rate: int | None = None) -> torch.Tensor:
     """Where exploring starts: ``"origin"`` (the prior's centre), ``"prior"`` (a sample at
-    ``temperature``) or ``"clip"`` (the encoding of ``wave``). Returns a code (D,)."""
+    ``temperature``) or ``"clip"`` (the encoding of ``wave``). Returns a code (*latent_shape)."""
     if kind == "origin":
-        return torch.zeros(ck.model_cfg.latent_dim)
+        return torch.zeros(ck.model_cfg.latent_shape)
     if kind == "prior":
         if not temperature > 0:
             raise InputError(f"temperature must be positive, got {temperature}")

@@ -3,11 +3,17 @@
 Computed from the posterior means of a dataset's clips and saved beside the checkpoint
 (``latents.safetensors``), so exploration works without the dataset: mean and spread, principal
 directions with the spread along each, per-label means, and a sample of codes for the 2-D map.
+
+A code is (D,) for a global model and a sequence (D, T') for a temporal one. For sequences, the mean,
+the directions and their spread are those of the frames (each of the T' columns is one D-vector), as
+RAVE's knobs are: a slider moves every frame of a clip by the same offset, a clip's place on the map
+is its mean frame, and its frames drawn in order are its trajectory.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +30,8 @@ if TYPE_CHECKING:
     from .checkpoint import Checkpoint
 
 MAX_MAP_POINTS = 3000
+MAX_CODE_NUMBERS = 2_000_000  # saved codes: at most this many numbers (sequences are D x T' each)
+MAX_SVD_FRAMES = 100_000  # frames the principal directions are computed from (a seeded subsample)
 MAX_SLIDERS = 6  # a handful: more sliders are hard to use and matter little
 SLIDER_COVERAGE = 0.8  # sliders until this share of the variance is covered (capped at MAX_SLIDERS)
 RANGE_SD = 3.0  # slider range, +/- this many standard deviations
@@ -31,15 +39,29 @@ RANGE_SD = 3.0  # slider range, +/- this many standard deviations
 
 @dataclass
 class LatentStats:
-    mean: torch.Tensor  # (D,)
+    mean: torch.Tensor  # (D,) mean code, or mean frame of sequences
     components: torch.Tensor  # (K, D) principal directions, unit length, by variance
-    component_sd: torch.Tensor  # (K,) standard deviation of the codes along each direction
+    component_sd: torch.Tensor  # (K,) standard deviation of the codes (frames) along each direction
     explained: torch.Tensor  # (K,) fraction of variance along each direction
     label_names: list[str]
-    label_means: torch.Tensor  # (L, D)
-    codes: torch.Tensor  # (N, D) posterior means of (a sample of) the clips
+    label_means: torch.Tensor  # (L, *latent_shape)
+    codes: torch.Tensor  # (N, *latent_shape) posterior means of (a sample of) the clips
     code_labels: list[str | None]
     code_names: list[str]
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """(D,), or (D, T') for a temporal model."""
+        return tuple(self.codes.shape[1:])
+
+    def mean_frames(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes (..., *latent_shape) -> (..., D): a sequence's mean frame; frames (..., D) as they are."""
+        return z.mean(-1) if len(self.latent_shape) == 2 and tuple(z.shape[-2:]) == self.latent_shape else z
+
+    def trajectory(self, z: torch.Tensor, k: int = 2) -> torch.Tensor:
+        """A sequence's frames (D, T') on the first k directions, (T', k) in SD; a global code: (1, k)."""
+        frames = torch.as_tensor(z, dtype=torch.float32).reshape(len(self.mean), -1).T  # (T', D)
+        return (frames - self.mean) @ self.components[:k].T / self.component_sd[:k].clamp_min(1e-8)
 
     def n_sliders(self, coverage: float = SLIDER_COVERAGE, cap: int = MAX_SLIDERS) -> int:
         """How many principal directions cover ``coverage`` of the variance (at most ``cap``)."""
@@ -47,21 +69,25 @@ class LatentStats:
         return int(min(cap, len(cum), int((cum < coverage).sum()) + 1))
 
     def project(self, z: torch.Tensor, k: int = 2) -> torch.Tensor:
-        """Coordinates (..., k) of codes (..., D) on the first k principal directions."""
-        return (z - self.mean) @ self.components[:k].T
+        """Coordinates (..., k) of codes (..., *latent_shape) (sequences: their mean frames) or of frames
+        (..., D) on the first k directions."""
+        return (self.mean_frames(z) - self.mean) @ self.components[:k].T
 
     def covered(self, n: int) -> float:
         """Share of the codes' variance along the first ``n`` directions."""
         return float(self.explained[:n].sum())
 
 
-def prior_stats(latent_dim: int, k: int = MAX_SLIDERS) -> LatentStats:
-    """Stand-in statistics for a checkpoint without ``latents.safetensors``: the prior's axes."""
+def prior_stats(latent_shape: int | tuple[int, ...], k: int = MAX_SLIDERS) -> LatentStats:
+    """Stand-in statistics for a checkpoint without ``latents.safetensors``: the prior's axes.
+    ``latent_shape``: (D,) or (D, T'), or D alone."""
+    shape = (latent_shape,) if isinstance(latent_shape, int) else tuple(latent_shape)
+    latent_dim = shape[0]
     k = min(k, latent_dim)
     return LatentStats(
         mean=torch.zeros(latent_dim), components=torch.eye(latent_dim)[:k], component_sd=torch.ones(k),
-        explained=torch.full((k,), 1.0 / latent_dim), label_names=[], label_means=torch.zeros(0, latent_dim),
-        codes=torch.zeros(0, latent_dim), code_labels=[], code_names=[],
+        explained=torch.full((k,), 1.0 / latent_dim), label_names=[], label_means=torch.zeros(0, *shape),
+        codes=torch.zeros(0, *shape), code_labels=[], code_names=[],
     )
 
 
@@ -70,41 +96,53 @@ def n_sliders(stats: LatentStats, coverage: float = SLIDER_COVERAGE, cap: int = 
     return min(stats.n_sliders(coverage, cap), len(stats.components))
 
 
+def _frames(stats: LatentStats, z: torch.Tensor) -> torch.Tensor:
+    """A code (D,) or a sequence (D, T') as frames (D, T'); a global code is one frame (D, 1)."""
+    return torch.as_tensor(z, dtype=torch.float32).reshape(len(stats.mean), -1)
+
+
+def _unframe(z: torch.Tensor) -> torch.Tensor:
+    """(D, T') back to a sequence, or to a code (D,) when there is one frame."""
+    return z[:, 0] if z.shape[1] == 1 else z
+
+
 def to_sliders(stats: LatentStats, z: torch.Tensor, n: int, range_sd: float = RANGE_SD,
                step: float | None = None) -> tuple[list[float], torch.Tensor]:
-    """Code (D,) -> (slider values in SD for the first ``n`` directions, residual (D,)).
+    """Code (D,) or sequence (D, T') -> (slider values in SD for the first ``n`` directions, residual).
 
-    The residual is the part of ``z`` the slider values do not say, so starting from a clip keeps
-    everything about it the sliders do not cover: ``from_sliders(values, residual)`` gives ``z`` back.
-    With ``step``, values are rounded to multiples of it (a slider's grid) and the remainder stays in
-    the residual. Values outside +/- ``range_sd`` are clipped to the slider range (the code then
-    moves to the edge).
+    The residual (the shape of ``z``) is the part of ``z`` the slider values do not say, so starting from
+    a clip keeps everything about it the sliders do not cover: ``from_sliders(values, residual)`` gives
+    ``z`` back. A sequence's values are those of its mean frame, and the residual keeps how each frame
+    differs from it. With ``step``, values are rounded to multiples of it (a slider's grid) and the
+    remainder stays in the residual. Values outside +/- ``range_sd`` are clipped to the slider range
+    (the code then moves to the edge).
     """
-    z = torch.as_tensor(z, dtype=torch.float32).reshape(-1)
+    frames = _frames(stats, z)  # (D, T')
     comps, sd = stats.components[:n], stats.component_sd[:n].clamp_min(1e-8)
-    coords = (z - stats.mean) @ comps.T  # (n,)
+    coords = (frames.mean(1) - stats.mean) @ comps.T  # (n,)
     if step:
         snapped = torch.round(coords / sd / step) * step
-        residual = z - stats.mean - (snapped * sd) @ comps
-        return [round(float(v), 6) for v in snapped.clamp(-range_sd, range_sd)], residual
-    residual = z - stats.mean - coords @ comps
-    return [round(float(v), 3) for v in (coords / sd).clamp(-range_sd, range_sd)], residual
+        residual = frames - (stats.mean + (snapped * sd) @ comps)[:, None]
+        return [round(float(v), 6) for v in snapped.clamp(-range_sd, range_sd)], _unframe(residual)
+    residual = frames - (stats.mean + coords @ comps)[:, None]
+    return [round(float(v), 3) for v in (coords / sd).clamp(-range_sd, range_sd)], _unframe(residual)
 
 
 def zero_sliders(stats: LatentStats, z: torch.Tensor, n: int) -> tuple[list[float], torch.Tensor]:
-    """Code (D,) -> (all ``n`` sliders at 0, residual (D,)): ``z`` itself becomes where the sliders
-    start (e.g. the prior's origin, which is rarely the codes' mean)."""
-    return [0.0] * n, torch.as_tensor(z, dtype=torch.float32).reshape(-1) - stats.mean
+    """Code or sequence -> (all ``n`` sliders at 0, residual of z's shape): ``z`` itself becomes where the
+    sliders start (e.g. the prior's origin, which is rarely the codes' mean)."""
+    return [0.0] * n, _unframe(_frames(stats, z) - stats.mean[:, None])
 
 
 def from_sliders(stats: LatentStats, values: list[float], residual: torch.Tensor) -> torch.Tensor:
-    """Slider values (SD, first ``len(values)`` directions) plus the residual -> code (D,)."""
+    """Slider values (SD, first ``len(values)`` directions) plus the residual -> code (D,) or sequence
+    (D, T'): one offset along the directions, added to every frame."""
     n = len(values)
     if n > len(stats.components):
         raise InputError(f"{n} slider values but only {len(stats.components)} directions")
     v = torch.as_tensor([float(x) for x in values], dtype=torch.float32)
-    return stats.mean + torch.as_tensor(residual, dtype=torch.float32).reshape(-1) + \
-        (v * stats.component_sd[:n]) @ stats.components[:n]
+    offset = stats.mean + (v * stats.component_sd[:n]) @ stats.components[:n]  # (D,)
+    return _unframe(_frames(stats, residual) + offset[:, None])
 
 
 def subsample(indices: list[int], max_points: int, seed: int = 0) -> list[int]:
@@ -115,7 +153,7 @@ def subsample(indices: list[int], max_points: int, seed: int = 0) -> list[int]:
 
 
 def encode_indices(model: VAE, specs: np.ndarray, indices: list[int], batch: int = 128) -> torch.Tensor:
-    """Posterior means (N, D) of the spectrograms ``specs[indices]`` ((N, F, T) in [0, 1])."""
+    """Posterior means (N, *latent_shape) of the spectrograms ``specs[indices]`` ((N, F, T) in [0, 1])."""
     device = next(model.parameters()).device
     model.eval()
     out = []
@@ -128,19 +166,22 @@ def encode_indices(model: VAE, specs: np.ndarray, indices: list[int], batch: int
 
 def compute_latent_stats(model: VAE, store, indices: list[int]) -> LatentStats:
     """Statistics of the codes of ``store`` clips ``indices`` (a preprocessing.Store)."""
-    indices = subsample(indices, MAX_MAP_POINTS)
-    codes = encode_indices(model, store.specs, indices)  # (N, D)
+    indices = subsample(indices, min(MAX_MAP_POINTS, MAX_CODE_NUMBERS // math.prod(model.cfg.latent_shape)))
+    codes = encode_indices(model, store.specs, indices)  # (N, *latent_shape)
     return stats_from_codes(codes, [store.clips[i]["label"] for i in indices], [store.clip_name(i) for i in indices])
 
 
 def stats_from_codes(codes: torch.Tensor, labels: list[str | None], names: list[str]) -> LatentStats:
-    mean = codes.mean(0)
-    centred = codes - mean
-    _, s, vt = torch.linalg.svd(centred, full_matrices=False)  # vt: (K, D)
-    var = s.pow(2) / max(1, len(codes) - 1)
+    """Statistics of codes (N, D) or sequences (N, D, T'): directions of the codes, or of all the frames."""
+    frames = codes if codes.dim() == 2 else codes.transpose(1, 2).reshape(-1, codes.shape[1])  # (N * T', D)
+    if len(frames) > MAX_SVD_FRAMES:
+        frames = frames[torch.randperm(len(frames), generator=torch.Generator().manual_seed(0))[:MAX_SVD_FRAMES]]
+    mean = frames.mean(0)
+    _, s, vt = torch.linalg.svd(frames - mean, full_matrices=False)  # vt: (K, D)
+    var = s.pow(2) / max(1, len(frames) - 1)
     label_names = sorted({lab for lab in labels if lab is not None})
     label_means = torch.stack([codes[[i for i, lab in enumerate(labels) if lab == n]].mean(0) for n in label_names]) \
-        if label_names else torch.zeros(0, codes.shape[1])
+        if label_names else torch.zeros(0, *codes.shape[1:])
     return LatentStats(mean, vt, var.sqrt(), var / var.sum().clamp_min(1e-12), label_names, label_means,
                        codes, list(labels), list(names))
 

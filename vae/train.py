@@ -32,7 +32,8 @@ from .augment import augment_batch, batch_generator
 from .checkpoint import CheckpointConfig, load_checkpoint, load_config, load_training_state, save_checkpoint
 from .config import ModelConfig, TrainConfig, model_config, train_config
 from .latents import compute_latent_stats, save_latent_stats
-from .model import VAE, vae_loss
+from .losses import spectral_loss, vae_loss
+from .model import VAE
 
 PRELOAD_BYTES = 2 << 30  # datasets smaller than this are copied to RAM (faster batches)
 ETA_MIN_STEPS = 3  # no ETA before a run has done this many steps: the first ones say little about speed
@@ -182,17 +183,26 @@ class _Batches:
 # ----- (b) one optimisation step ---------------------------------------------------------------------
 
 
+def batch_loss(x_hat: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, tc: TrainConfig,
+           kl_scale: float = 1.0, top_db: float = 80.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, recon, kl) of a batch as ``tc`` weighs them: the VAE loss, plus ``tc.spectral_weight`` x the
+    multi-resolution spectral loss when that is on (``top_db``: the dB span of the store's 0..1)."""
+    loss, recon, kl = vae_loss(x_hat, x, mu, logvar, tc.recon_weight, tc.kl_weight * kl_scale)
+    if tc.spectral_weight:
+        loss = loss + tc.spectral_weight * spectral_loss(x_hat, x, top_db)
+    return loss, recon, kl
+
+
 def train_step(model: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, tc: TrainConfig, kl_scale: float = 1.0,
                forward: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
-               autocast: AbstractContextManager | None = None) -> dict[str, float]:
+               autocast: AbstractContextManager | None = None, top_db: float = 80.0) -> dict[str, float]:
     """Forward, loss, non-finite check, backward, gradient clipping and ``opt.step()`` on a batch
     ``x`` (B, 1, F, T); the KL weight is ``tc.kl_weight * kl_scale`` (warm-up). ``forward`` (e.g. a
     compiled ``model``) and ``autocast`` serve the benchmarks. Returns the batch's losses; raises
     :class:`Diverged` before touching the weights when the loss is not finite."""
     with autocast or nullcontext():
         x_hat, mu, logvar = (forward or model)(x)
-        loss, recon, kl = vae_loss(x_hat.float(), x, mu.float(), logvar.float(), tc.recon_weight,
-                                   tc.kl_weight * kl_scale)
+        loss, recon, kl = batch_loss(x_hat.float(), x, mu.float(), logvar.float(), tc, kl_scale, top_db)
     if not torch.isfinite(loss):
         raise Diverged(float(loss.detach()))
     opt.zero_grad(set_to_none=True)
@@ -206,7 +216,8 @@ def train_step(model: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, tc: Trai
 # ----- (c) validation and previews -------------------------------------------------------------------
 
 
-def _validate(model: VAE, batches: _Batches, device: torch.device, tc: TrainConfig) -> dict[str, float]:
+def _validate(model: VAE, batches: _Batches, device: torch.device, tc: TrainConfig,
+              top_db: float = 80.0) -> dict[str, float]:
     """Mean validation losses; reconstructions decode the posterior mean (deterministic)."""
     model.eval()
     sums, n = dict.fromkeys(LOSS_KEYS, 0.0), 0
@@ -214,7 +225,7 @@ def _validate(model: VAE, batches: _Batches, device: torch.device, tc: TrainConf
         for x in batches.epoch(tc.seed, 0, shuffle=False):
             x = x.to(device)
             mu, logvar = model.encode(x)
-            loss, recon, kl = vae_loss(model.decode(mu), x, mu, logvar, tc.recon_weight, tc.kl_weight)
+            loss, recon, kl = batch_loss(model.decode(mu), x, mu, logvar, tc, top_db=top_db)
             for k, v in zip(LOSS_KEYS, (loss, recon, kl)):
                 sums[k] += float(v) * len(x)
             n += len(x)
@@ -395,7 +406,7 @@ def _train_epoch(run: _Run, stop: threading.Event | None) -> EpochSteps:
             x = augment_batch(x, batch_generator(tc.seed, epoch, st.step), run.store.config.top_db)
         warm = min(1.0, (epoch + st.step / steps) / tc.kl_warmup_epochs) if tc.kl_warmup_epochs else 1.0
         try:
-            losses = train_step(run.model, run.opt, x, tc, warm)
+            losses = train_step(run.model, run.opt, x, tc, warm, top_db=run.store.config.top_db)
         except Diverged as e:
             raise _diverged(f"{e} at epoch {epoch + 1}, step {st.step + 1}", run.output, tc) from None
         dt = time.perf_counter() - t0
@@ -418,7 +429,7 @@ def _train_epoch(run: _Run, stop: threading.Event | None) -> EpochSteps:
 def _end_epoch(run: _Run, losses: dict[str, float], seen: int, t_epoch: float) -> TrainEvent:
     """Validate, record, checkpoint and preview the epoch just trained; its event."""
     st, tc, out = run.state, run.tc, run.output
-    val = _validate(run.model, run.val_batches, run.cfg.device, tc)
+    val = _validate(run.model, run.val_batches, run.cfg.device, tc, run.store.config.top_db)
     if not math.isfinite(val["loss"]):  # weights diverged in the last step: do not save them
         raise _diverged(f"validation loss became {val['loss']} after epoch {st.epoch + 1}", out, tc)
     st.epoch, st.step = st.epoch + 1, 0

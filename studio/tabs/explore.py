@@ -162,8 +162,8 @@ class ExploreTab:
         ends = endpoint_choices(stats, self.ws.examples())
         a = ends[0][1] if ends else None
         b = ends[1][1] if len(ends) > 1 else a
-        return {self.info: explore_caption(ckpt, ck.model_cfg.latent_dim, n, stats.covered(n), note),
-                **self._go_to(ck, stats, torch.zeros(ck.model_cfg.latent_dim), phase, n_iter, "Origin", origin=True),
+        return {self.info: explore_caption(ckpt, ck.model_cfg.latent_shape, n, stats.covered(n), note),
+                **self._go_to(ck, stats, torch.zeros(ck.model_cfg.latent_shape), phase, n_iter, "Origin", origin=True),
                 self.end_a: gr.update(choices=ends, value=a), self.end_b: gr.update(choices=ends, value=b)}
 
     def start_point(self, ckpt: str | None, kind: str, example: str | None, upload: str | None,
@@ -182,9 +182,10 @@ class ExploreTab:
         *values, phase, n_iter = args
         ck, stats, _ = self.studio.model(ckpt)
         n = len(slider_specs(stats))
-        res = torch.tensor(residual) if residual else torch.zeros(ck.model_cfg.latent_dim)
-        if res.numel() != ck.model_cfg.latent_dim:  # state from another model: start from the mean
-            res = torch.zeros(ck.model_cfg.latent_dim)
+        shape = ck.model_cfg.latent_shape
+        res = torch.tensor(residual) if residual else torch.zeros(shape)
+        if res.shape != shape:  # state from another model: start from the mean
+            res = torch.zeros(shape)
         z = from_sliders(stats, [float(v) for v in values[:n]], res)
         img, wav = self._render(ck, z, phase, n_iter, "Sound at the slider positions")
         return {self.img: img, self.aud: wav}
@@ -258,7 +259,9 @@ class ExploreTab:
         ck, stats, _ = self.studio.model(ckpt)
         name = m.names[i] if i < len(m.names) else f"clip {i}"
         out = self._go_to(ck, stats, m.codes[i], phase, n_iter, f"Picked on the map: {Path(name).name}")
-        img, _ = plots.latent_map_image(m.xy, m.labels, highlight=i, title=f"{len(m.xy)} clips on sliders 1 and 2")
+        path = stats.trajectory(m.codes[i]).numpy() if ck.model_cfg.kind == "temporal" else None
+        img, _ = plots.latent_map_image(m.xy, m.labels, highlight=i, title=f"{len(m.xy)} clips on sliders 1 and 2",
+                                        trajectory=path)
         has_store = m.store_indices is not None and m.store is not None
         out.update({self.map: self.ws.png(img, f"latent_map_{Path(ckpt).name}"),
                     self.map_info: picked_caption(name, m.labels[i] if i < len(m.labels) else None, has_store),
