@@ -34,10 +34,10 @@ def temporal_ckpt() -> Checkpoint:
 # ---- configuration ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("shape", "latent"), [((128, 96), (16, 24)), ((512, 256), (32, 64))])
+@pytest.mark.parametrize(("shape", "latent"), [((128, 96), (32, 48)), ((512, 256), (64, 128))])
 def test_preset_shapes(shape, latent):
     cfg = model_config("temporal", shape)
-    assert (cfg.kind, cfg.time_ratio, cfg.latent_shape) == ("temporal", 4, latent)
+    assert (cfg.kind, cfg.time_ratio, cfg.latent_shape) == ("temporal", 2, latent)
     x = torch.rand(2, 1, *shape)
     with torch.no_grad():
         x_hat, mu, logvar = VAE(cfg)(x)

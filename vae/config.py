@@ -124,11 +124,17 @@ class ModelConfig(DictConfig):
 
 
 def _temporal(n_freq: int, n_frames: int) -> ModelConfig:
-    """The temporal preset: time downsampled 4x in two stages; widths and latent size grow with n_freq."""
+    """The temporal preset: time halved in one stage, a residual block at each end, GroupNorm.
+
+    Chosen by measurement (see README, "The temporal architecture"): on the music store, over the
+    first 150 steps, one 2x stage with 64 numbers per latent frame reached a lower error sooner than
+    two 2x stages with 32 or 128 (0.0095 against 0.0112 and 0.0112 per-pixel MSE), and GroupNorm
+    than weight norm (0.0104 against 0.0158 at 150 steps, two stages).
+    """
     width = 256 if n_freq >= 256 else 128
-    return ModelConfig(n_freq=n_freq, n_frames=n_frames, channels=(width, width), strides=((1, 2), (1, 2)),
-                       decoder_channels=(width,), kernel=5, latent_dim=32 if n_freq >= 256 else 16,
-                       kind="temporal", res_blocks=1, norm="weight")
+    return ModelConfig(n_freq=n_freq, n_frames=n_frames, channels=(width,), strides=((1, 2),),
+                       decoder_channels=(), kernel=5, latent_dim=64 if n_freq >= 256 else 32,
+                       kind="temporal", res_blocks=1, norm="group")
 
 
 def model_config(arch: str, shape: tuple[int, int], latent_dim: int | None = None) -> ModelConfig:

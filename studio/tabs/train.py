@@ -45,7 +45,8 @@ class TrainTab:
                 with gr.Column(scale=2):
                     self.store = gr.Dropdown(stores, value=stores[0][1] if stores else None, label="Dataset store")
                     self.arch = gr.Radio(list(ARCHS), value="default", label="Architecture",
-                                         info="default: small and fast; study: the original tutorial's")
+                                         info="default: small and fast, one code per clip; study: the original "
+                                              "tutorial's; temporal: a sequence of codes along time")
                     self.name = gr.Textbox(label="Run name", placeholder="automatic: <store>-<arch>-<time>",
                                            info=f"Saved under {self.ws.runs_dir}/<name>")
                     self._hyperparameters()
@@ -71,7 +72,8 @@ class TrainTab:
             self.batch = gr.Number(d["batch"], label="Batch size", precision=0, minimum=1)
         with gr.Row():
             self.lr = gr.Number(d["lr"], label="Learning rate")
-            self.latent = gr.Number(d["latent"], label="Latent dimensions", precision=0, minimum=1)
+            self.latent = gr.Number(d["latent"], label="Latent dimensions", precision=0, minimum=1,
+                                    info="numbers per code (temporal: per code in the sequence)")
         with gr.Row():
             self.kl = gr.Number(d["kl"], label="KL weight (beta)", minimum=0,
                                 info="higher: smoother latent space, blurrier sound")
