@@ -41,7 +41,7 @@ STALE = "⚠️ *Out of date: the clip, model or phase settings changed since th
 
 
 def explore_caption(ckpt: str, latent_shape: int | tuple[int, ...], n_sliders: int, covered: float,
-                    note: str = "") -> str:
+                    note: str = "", learned_prior: bool = False) -> str:
     shape = (latent_shape,) if isinstance(latent_shape, int) else tuple(latent_shape)
     if len(shape) == 2:  # a temporal model: a sequence of codes per sound
         return (f"Latent space of **{Path(ckpt).name}**: each sound is a sequence of {shape[1]} codes of "
@@ -49,7 +49,10 @@ def explore_caption(ckpt: str, latent_shape: int | tuple[int, ...], n_sliders: i
                 f"which its training sounds' moments vary most ({100 * covered:.0f}% of the variation), "
                 "adding one offset to every moment, so the sound keeps its timing. Interpolation blends "
                 "two sounds moment by moment; the map places each sound at its average moment and draws "
-                "the path of the one you pick. " + note)
+                "the path of the one you pick. "
+                + ("Random samples come from a small model, learned after the VAE, of how each code follows "
+                   "the ones before it, so they are sounds rather than noise. " if learned_prior else
+                   "This model has no learned prior: random samples are noise-like. ") + note)
     return (f"Latent space of **{Path(ckpt).name}**: {shape[0]} numbers per sound. "
             f"The {n_sliders} sliders move along the directions in which its training sounds vary most "
             f"({100 * covered:.0f}% of the variation), in standard deviations. " + note)

@@ -19,7 +19,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -48,6 +48,7 @@ class Checkpoint:
     train_cfg: TrainConfig
     meta: dict[str, Any] = field(default_factory=dict)  # arch, epoch, history, data, timings
     path: Path | None = None
+    prior: Any = None  # a temporal model's learned prior over latent sequences (vae.prior.Prior), if fitted
 
     @property
     def device(self) -> torch.device:
@@ -86,15 +87,21 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a checkpoint: no config.json "
                               "(train one with `python -m vae train` or pick a folder under checkpoints/)")
+    return read_format_json(path, FORMAT, CheckpointError, "a sound-vae checkpoint config")
+
+
+def read_format_json(path: Path, fmt: str, error: type[Exception], what: str, hint: str = "") -> dict[str, Any]:
+    """The JSON object in ``path`` whose "format" is ``fmt``; otherwise ``error`` naming the file and saying
+    what is wrong (``what``: what the file should be; ``hint``: appended to a JSON error, e.g. what to do)."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+        raise error(f"{path} is not valid JSON ({e}){hint}") from None
     except OSError as e:
-        raise CheckpointError(f"cannot read {path} ({e.strerror or e})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a sound-vae checkpoint config (format {FORMAT!r} expected)")
-    return config
+        raise error(f"cannot read {path} ({e.strerror or e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise error(f"{path} is not {what} (format {fmt!r} expected)")
+    return doc
 
 
 @dataclass
@@ -122,6 +129,24 @@ def load_config(directory: str | Path) -> CheckpointConfig:
     return CheckpointConfig(spec, model_cfg, train_cfg, config.get("meta", {}))
 
 
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def load_weights(module: M, path: Path, error: type[Exception], what: str) -> M:
+    """``module`` with the safetensors weights in ``path`` (weights only, nothing unpickled); otherwise
+    ``error`` naming the file: unreadable, or not matching ``what`` (e.g. "the architecture in config.json")."""
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise error(f"{path} is not a readable safetensors file ({e})") from None
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as e:
+        first = " ".join(str(e).strip().splitlines()[:3])[:400]
+        raise error(f"{path} does not match {what}: {first}") from None
+    return module
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint directory; raises :class:`CheckpointError` saying what is wrong."""
     directory = Path(directory)
@@ -129,19 +154,17 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     weights_path = directory / "model.safetensors"
     if not weights_path.is_file():
         raise CheckpointError(f"{directory} has no model.safetensors")
-    try:
-        weights = load_file(str(weights_path))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights_path} is not a readable safetensors file ({e})") from None
-    model = VAE(cc.model_cfg)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise CheckpointError(f"{weights_path} does not match the architecture in config.json: "
-                              f"{' '.join(first[:3])[:400]}") from None
+    model = load_weights(VAE(cc.model_cfg), weights_path, CheckpointError, "the architecture in config.json")
     model.to(device).eval()
-    return Checkpoint(model, cc.spec, cc.model_cfg, cc.train_cfg, cc.meta, directory)
+    prior = None
+    if cc.model_cfg.kind == "temporal":
+        from .prior import PriorError, load_prior
+
+        try:
+            prior = load_prior(directory, device)
+        except PriorError as e:
+            raise CheckpointError(f"{e} (or delete prior.json to use the model without its prior)") from None
+    return Checkpoint(model, cc.spec, cc.model_cfg, cc.train_cfg, cc.meta, directory, prior)
 
 
 def export_checkpoint(source: str | Path, output: str | Path, half: bool = False) -> Path:
@@ -161,7 +184,7 @@ def export_checkpoint(source: str | Path, output: str | Path, half: bool = False
         raise CheckpointError(f"{source}: {', '.join(overflow[:3])} do not fit in float16; export without --half")
     output.mkdir(parents=True, exist_ok=True)
     atomic_write(output / "model.safetensors", lambda p: save_file(weights, str(p)))
-    for name in ("latents.safetensors", "README.md"):
+    for name in ("latents.safetensors", "prior.safetensors", "prior.json", "README.md"):
         if (source / name).is_file():
             atomic_write(output / name, lambda p, name=name: shutil.copyfile(source / name, p))
     config = read_config(source)

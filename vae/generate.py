@@ -84,7 +84,12 @@ def reconstruct(ck: Checkpoint, x: torch.Tensor | np.ndarray, joined: bool = Tru
 
 
 def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = None) -> torch.Tensor:
-    """``n`` codes from the prior N(0, temperature^2 I), (n, *latent_shape)."""
+    """``n`` codes from the prior, (n, *latent_shape): a temporal model's learned prior over sequences
+    when it has one (vae.prior; ``temperature`` scales each frame's deviation), else N(0, temperature^2 I)."""
+    if ck.prior is not None:
+        from .prior import sample_prior
+
+        return sample_prior(ck.prior, n, ck.model_cfg.latent_shape[1], temperature, seed).cpu()
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     return torch.randn(n, *ck.model_cfg.latent_shape, generator=g) * temperature
 

@@ -31,7 +31,7 @@ from preprocessing.store import Store
 from .augment import augment_batch, batch_generator
 from .checkpoint import CheckpointConfig, load_checkpoint, load_config, load_training_state, save_checkpoint
 from .config import ModelConfig, TrainConfig, model_config, train_config
-from .latents import compute_latent_stats, save_latent_stats
+from .latents import compute_latent_stats, encode_indices, save_latent_stats, subsample
 from .losses import spectral_loss, vae_loss
 from .model import VAE
 
@@ -319,10 +319,22 @@ def _save(run: _Run, directory: Path, with_state: bool) -> None:
     save_checkpoint(directory, run.model, run.store.config, run.tc, meta, ts)
 
 
-def _save_stats(output: Path, store: Store, indices: list[int], device: torch.device) -> None:
-    """Latent statistics of the best checkpoint, for exploration without the dataset."""
+PRIOR_TIME_S = {"done": 60.0, "stopped": 15.0}  # fitting a temporal model's prior, at the end of a run
+MAX_PRIOR_NUMBERS = 50_000_000  # latent numbers the prior is fitted on (a seeded subsample of the clips)
+
+
+def _save_stats(output: Path, store: Store, indices: list[int], device: torch.device, end: str = "done") -> None:
+    """Latent statistics of the best checkpoint, for exploration without the dataset, and for a temporal
+    model its prior over latent sequences (vae.prior), fitted on the training clips' codes."""
     best = load_checkpoint(output, device)
     save_latent_stats(output, compute_latent_stats(best.model, store, indices))
+    if best.model_cfg.kind == "temporal" and len(indices) >= 2:  # the prior holds one sequence out
+        from .prior import PriorConfig, fit_prior, save_prior
+
+        picked = subsample(indices, max(2, MAX_PRIOR_NUMBERS // math.prod(best.model_cfg.latent_shape)))
+        codes = encode_indices(best.model, store.specs, picked)  # (N, D, T')
+        prior, _ = fit_prior(codes, PriorConfig(latent_dim=best.model_cfg.latent_dim), time_limit_s=PRIOR_TIME_S[end])
+        save_prior(output, prior)
 
 
 def _should_stop(stop: threading.Event | None, tc: TrainConfig, train_time: float) -> str:
@@ -341,7 +353,7 @@ def _stop(run: _Run, why: str, losses: dict[str, float], val: dict[str, float] |
         _save(run, out / "last", True)
     if not (out / "config.json").exists():  # no validated best yet: the latest is the best we have
         _save(run, out, False)
-    _save_stats(out, run.store, run.train_idx, run.cfg.device)
+    _save_stats(out, run.store, run.train_idx, run.cfg.device, "stopped")
     where = f"at epoch {st.epoch + 1}, step {st.step}" if st.step else f"after epoch {st.epoch}"
     return TrainEvent("stopped", st.epoch, run.tc.epochs, st.step or run.steps, run.steps, losses, val,
                       elapsed_s=run.speed.elapsed(), checkpoint=str(out / "last"),

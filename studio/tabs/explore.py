@@ -162,7 +162,8 @@ class ExploreTab:
         ends = endpoint_choices(stats, self.ws.examples())
         a = ends[0][1] if ends else None
         b = ends[1][1] if len(ends) > 1 else a
-        return {self.info: explore_caption(ckpt, ck.model_cfg.latent_shape, n, stats.covered(n), note),
+        return {self.info: explore_caption(ckpt, ck.model_cfg.latent_shape, n, stats.covered(n), note,
+                                           learned_prior=ck.prior is not None),
                 **self._go_to(ck, stats, torch.zeros(ck.model_cfg.latent_shape), phase, n_iter, "Origin", origin=True),
                 self.end_a: gr.update(choices=ends, value=a), self.end_b: gr.update(choices=ends, value=b)}
 

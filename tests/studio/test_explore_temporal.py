@@ -33,6 +33,7 @@ def test_setup_states_the_temporal_meanings(temporal_studio):
     caption = out[ex.info]
     assert "a sequence of 16 codes of 4 numbers" in caption
     assert "one offset to every moment" in caption and "moment by moment" in caption and "path" in caption
+    assert "Random samples come from a small model, learned after the VAE" in caption
     assert torch.tensor(out[ex.residual]).shape == (4, 16)  # the state keeps every frame
 
 
@@ -77,6 +78,20 @@ def test_map_places_clips_at_their_mean_frame_and_draws_the_picked_path(temporal
     path = drawn["trajectory"]
     assert path.shape == (16, 2)
     assert path.mean(0) == pytest.approx(m.xy[2], abs=1e-4)  # the path's centre is the clip's dot
+
+
+def test_prior_start_samples_the_learned_prior(temporal_studio, monkeypatch):
+    from vae.prior import sample_prior
+
+    ex = temporal_studio.explore
+    ck = temporal_studio.initial_checkpoint
+    model = temporal_studio.ws.load(ck)
+    codes, _ = spy_render(monkeypatch)
+    calls = []
+    monkeypatch.setattr("vae.prior.sample_prior", lambda *a, **k: calls.append(a) or sample_prior(*a, **k))
+    ex.start_point(ck, "prior", None, None, 0.7, "zero", 1)
+    assert len(calls) == 1 and calls[0][0] is model.prior and calls[0][1:4] == (1, 16, 0.7)
+    assert codes[-1].shape == (4 * 16,)
 
 
 def test_interpolation_blends_frame_by_frame(temporal_studio, monkeypatch):
