@@ -30,25 +30,22 @@ kept ``--work``), training 60 s (0.8-4.2 epochs, depending on the load), evaluat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
-import math
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, holdout
+from benchmarks.holdout import links, mean
 
 NAME = "unseen_speaker"
-ARCH_PRESETS = {"default": "digits", "study": "study-digits"}  # each architecture's own spectrogram preset
+ARCH_PRESETS = {"default": "digits", "study": "study-digits", "temporal": "digits"}  # each architecture's own spectrogram preset
 TARGET_STOI, TARGET_LSD_RATIO = 0.80, 1.2
 METRICS = ("stoi", "lsd_db", "spectral_convergence")
 QUICK = {"time_limit_s": 5.0, "max_train_files": 300, "max_eval_files": 20}  # --quick defaults
@@ -58,7 +55,7 @@ SETTINGS_BEFORE = {"augment": False}  # settings older results files lack, as th
 
 
 def log(msg: str) -> None:
-    print(f"[{NAME}] {msg}", file=sys.stderr, flush=True)
+    holdout.say(NAME, msg)
 
 
 # ---------------------------------------------------------------- speakers and folders
@@ -97,42 +94,7 @@ def split_files(by_speaker: dict[str, list[Path]], held_out: str, max_train: int
             common.spread(unseen, max_eval) if max_eval else unseen)
 
 
-def links(files: Sequence[Path], folder: Path) -> Path:
-    """A fresh folder of links to ``files`` (a kept work folder may hold links of other settings)."""
-    shutil.rmtree(folder, ignore_errors=True)
-    return common.link_files(files, folder)
-
-
 # ---------------------------------------------------------------- train and evaluate
-
-
-def budget(epochs: int | None, time_limit_s: float | None) -> dict[str, Any]:
-    """Training overrides for the budget (neither: the architecture's default number of epochs)."""
-    out: dict[str, Any] = {}
-    if time_limit_s:
-        out.update(time_limit_s=float(time_limit_s), epochs=epochs or 10_000)
-    elif epochs:
-        out["epochs"] = epochs
-    return out
-
-
-def train_model(store: Path, ckpt: Path, arch: str, overrides: dict[str, Any],
-                model_cfg: Any = None) -> dict[str, Any]:
-    """Train from scratch into ``ckpt``; what was trained (epochs, times, device)."""
-    from vae.checkpoint import load_config
-
-    shutil.rmtree(ckpt, ignore_errors=True)
-    t0 = time.perf_counter()
-    with common.without_latent_stats() as vt:
-        for _ in vt.train(store, ckpt, arch=arch, model_cfg=model_cfg, preview_every=0, **overrides):
-            pass
-    cc = load_config(ckpt / "last")
-    m = cc.meta
-    steps_per_epoch = max(1, math.ceil(m["n_train"] / cc.train_cfg.batch_size))
-    return {"epochs": round(m["epoch"] + m["step"] / steps_per_epoch, 3), "train_time_s": m["train_time_s"],
-            "wall_s": round(time.perf_counter() - t0, 1), "n_train": m["n_train"], "n_val": m["n_val"],
-            "batch_size": cc.train_cfg.batch_size, "device": m["device"], "latent_dim": cc.model_cfg.latent_dim,
-            "last_val_recon": m["history"][-1]["val"]["recon"] if m.get("history") else None}
 
 
 def default_workers() -> int:
@@ -142,16 +104,7 @@ def default_workers() -> int:
 
 def eval_folder(ckpt: str, folder: str, n_iter: int, device: str, threads: int = 0) -> dict[str, Any]:
     """STOI, LSD and spectral convergence of Griffin-Lim reconstructions of every clip in ``folder``."""
-    import torch
-
-    from vae.checkpoint import load_checkpoint
-    from vae.evaluate import evaluate
-    from vae.train import pick_device
-
-    if threads:
-        torch.set_num_threads(threads)
-    ck = load_checkpoint(ckpt, pick_device(device))
-    r = evaluate(ck, folder, split="all", phase="griffinlim", n_iter=n_iter, with_stoi=True)
+    r = holdout.evaluate_checkpoint(ckpt, folder, n_iter, device, threads, with_stoi=True)
     return {k: r.get(k) for k in (*METRICS, "stoi_files", "n_files", "n_windows")}
 
 
@@ -193,10 +146,8 @@ def one_speaker(held_out: str, by_speaker: dict[str, list[Path]], work: Path, cf
     t0 = time.perf_counter()
     summary = build_store(links(train_files, work / "train_clips"), work / "store", cfg)
     store_s = round(time.perf_counter() - t0, 1)
-    overrides = {**budget(s["epochs"], s["time_limit_s"]), "device": s["device"], "seed": s["seed"]}
-    overrides.update({k: s[k] for k in ("latent_dim", "batch_size", "augment") if s.get(k)})
-    log(f"{held_out}: training {s['arch']} ({_budget_text(s)}) on {summary.n_clips} clips ...")
-    trained = train_model(work / "store", work / "ckpt", s["arch"], overrides, model_cfg)
+    log(f"{held_out}: training {s['arch']} ({holdout.budget_text(s)}) on {summary.n_clips} clips ...")
+    trained = holdout.train_model(work / "store", work / "ckpt", s["arch"], _overrides(s), model_cfg)
     ev = (work / "ckpt" / "last", s["griffinlim_iters"], s["device"], s["eval_workers"])
     log(f"{held_out}: evaluating {len(unseen_files)} unseen clips ({s['eval_workers']} process(es)) ...")
     unseen = measure(ev[0], unseen_files, work / "eval_unseen", *ev[1:])
@@ -211,18 +162,11 @@ def one_speaker(held_out: str, by_speaker: dict[str, list[Path]], work: Path, cf
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-def _budget_text(s: dict[str, Any]) -> str:
-    parts = [f"{s['time_limit_s']:g} s" if s["time_limit_s"] else "", f"{s['epochs']} epochs" if s["epochs"] else ""]
-    return " or ".join(p for p in parts if p) or "the architecture's default epochs"
+def _overrides(s: dict[str, Any]) -> dict[str, Any]:
+    return holdout.train_overrides(s, ("latent_dim", "batch_size", "augment"))
 
 
 # ---------------------------------------------------------------- summary and report
-
-
-def mean(values: Sequence[float | None]) -> float | None:
-    """The mean of the values that are numbers (None when there are none)."""
-    xs = [v for v in values if v is not None and math.isfinite(v)]
-    return round(sum(xs) / len(xs), 5) if xs else None
 
 
 def summarise(speakers: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -247,7 +191,7 @@ def markdown(res: dict[str, Any]) -> str:
     s, p, f = res["summary"], res["params"], common.fmt
     text = common.header_md(res, "Unseen speakers (leave one speaker out)") + (
         f"For each held-out speaker, the `{p['arch']}` architecture trained on the other speakers' clips "
-        f"(preset {p['preset']}, budget: {_budget_text(p)}), then reconstructed every clip of the held-out "
+        f"(preset {p['preset']}, budget: {holdout.budget_text(p)}), then reconstructed every clip of the held-out "
         f"speaker (unseen) and the training speakers' test takes 0-4 (own), resynthesised with Griffin-Lim "
         f"{p['griffinlim_iters']} iterations. STOI: higher is better (mean over clips long enough for it); "
         "LSD (dB) and spectral convergence: lower is better. Ratio: LSD unseen / LSD own. The mean row averages "
@@ -258,18 +202,13 @@ def markdown(res: dict[str, Any]) -> str:
             for k, r in sorted(res["speakers"].items())]
     if s["n_speakers"]:
         rows.append(_row("**mean**", s["mean"], ["", "", ""]))
-    text += common.md_table(heads, rows)
-    meets = {k: "n/a" if v is None else ("met" if v else "not met") for k, v in s["meets"].items()}
-    text += (f"\nTargets (issue #11): mean unseen STOI >= {TARGET_STOI:.2f}: {meets['unseen_stoi']}; "
-             f"LSD ratio <= {TARGET_LSD_RATIO}: {meets['lsd_ratio']} (over {s['n_speakers']} speaker(s)).\n")
-    return text
+    goals = {"unseen_stoi": f"mean unseen STOI >= {TARGET_STOI:.2f}", "lsd_ratio": f"LSD ratio <= {TARGET_LSD_RATIO}"}
+    return text + holdout.table_and_targets(heads, rows, s["meets"], goals, f"{s['n_speakers']} speaker(s)")
 
 
 def save(res: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Write the results so far (a finished copy of ``res``, which keeps running)."""
-    done = common.finish({**res, "speakers": dict(sorted(res["speakers"].items()))})
-    done["summary"] = summarise(done["speakers"])
-    return common.write_result(out_dir, NAME, done, markdown(done))
+    return holdout.save_folds(res, out_dir, NAME, "speakers", summarise, markdown)
 
 
 # ---------------------------------------------------------------- the run
@@ -280,29 +219,7 @@ def previous(out_dir: Path, settings: dict[str, Any], force: bool) -> dict[str, 
 
     Results for other settings are refused (ValueError) unless ``force``, which drops them.
     """
-    path = out_dir / f"{NAME}.json"
-    if not path.is_file():
-        return {}
-    old = json.loads(path.read_text())
-    old_params = {**SETTINGS_BEFORE, **old.get("params", {})}  # settings added since: their defaults
-    if {k: v for k, v in old_params.items() if k not in MACHINE_ONLY} != \
-            {k: v for k, v in settings.items() if k not in MACHINE_ONLY}:
-        if force:
-            return {}
-        raise ValueError(f"{path} holds results for other settings ({old.get('params')}); use --force to "
-                         "replace them, or --out to write elsewhere")
-    return old.get("speakers", {})
-
-
-@contextlib.contextmanager
-def work_folder(work: str | Path | None) -> Iterator[Path]:
-    """``work`` (kept), or a temporary folder deleted afterwards."""
-    if work:
-        Path(work).mkdir(parents=True, exist_ok=True)
-        yield Path(work)
-        return
-    with tempfile.TemporaryDirectory(prefix="unseen_speaker_") as tmp:
-        yield Path(tmp)
+    return holdout.previous(out_dir / f"{NAME}.json", settings, force, "speakers", MACHINE_ONLY, SETTINGS_BEFORE)
 
 
 def run(fsdd: str | Path, out_dir: str | Path, *, quick: bool = False, speakers: Sequence[str] | None = None,
@@ -334,68 +251,37 @@ def run(fsdd: str | Path, out_dir: str | Path, *, quick: bool = False, speakers:
                 "max_train_files": max_train_files if max_train_files is not None else q.get("max_train_files", 0),
                 "max_eval_files": max_eval_files if max_eval_files is not None else q.get("max_eval_files", 0)}
     settings = json.loads(json.dumps(settings))  # as the results file will hold them (lists, not tuples)
-    out = Path(out_dir)
-    res = common.begin(NAME, quick, **settings)
-    res["speakers"] = {k: v for k, v in previous(out, settings, force).items()
-                       if k in by_speaker and not (force and k in chosen)}  # --force redoes the chosen ones
-    with work_folder(work) as w:
-        for i, spk in enumerate(chosen, 1):
-            if spk in res["speakers"]:
-                log(f"{spk} ({i}/{len(chosen)}): result already in {out / (NAME + '.json')}; skipped (--force redoes)")
-                continue
-            log(f"{spk} ({i}/{len(chosen)}): held out")
-            res["speakers"][spk] = one_speaker(spk, by_speaker, w / spk, cfg, settings, model_cfg)
-            save(res, out)
-    return save(res, out)
+    holdout.check_training(arch, cfg, _overrides(settings), model_cfg)
+    return holdout.run_folds(
+        NAME, "speakers", Path(out_dir), settings, quick=quick, chosen=chosen, known=list(by_speaker), force=force,
+        work=work, one_fold=lambda spk, w: one_speaker(spk, by_speaker, w, cfg, settings, model_cfg), save=save,
+        machine_only=MACHINE_ONLY, settings_before=SETTINGS_BEFORE)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: {QUICK['time_limit_s']:g} s of training unless a budget is given, at most "
-                        f"{QUICK['max_train_files']} training and {QUICK['max_eval_files']} unseen clips; "
-                        "writes to benchmarks/results/tmp/quick unless --out")
-    p.add_argument("--out", help="results folder (default benchmarks/results)")
-    p.add_argument("--data", default=str(common.DEFAULT_DATA), help="shared data folder with fsdd/recordings")
+    p = holdout.parser(__doc__, "speaker", f"{QUICK['time_limit_s']:g} s of training unless a budget is given, "
+                       f"at most {QUICK['max_train_files']} training and {QUICK['max_eval_files']} unseen clips",
+                       "fsdd/recordings")
     p.add_argument("--fsdd", help="FSDD recordings folder (default <data>/fsdd/recordings)")
     p.add_argument("--speakers", help="held-out speakers, comma-separated (default: every speaker found)")
     p.add_argument("--arch", default="default", choices=sorted(ARCH_PRESETS))
     p.add_argument("--preset", help="spectrogram preset (default: digits; study-digits for --arch study)")
-    p.add_argument("--epochs", type=int, help="training epochs per speaker")
-    p.add_argument("--time-limit", type=float, help="training seconds per speaker (optimisation steps)")
-    p.add_argument("--latent-dim", type=int, help="latent size (default: the architecture's)")
-    p.add_argument("--batch-size", type=int, help="batch size (default: the architecture's)")
-    p.add_argument("--griffinlim-iters", type=int, default=64, help="Griffin-Lim iterations for evaluation")
-    p.add_argument("--device", default="auto", help="training device: auto, cpu, cuda, mps")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", action="store_true", help="train with data augmentation (warp, stretch, gain, noise)")
     p.add_argument("--max-train-files", type=int, help="use about this many training clips (0: all)")
     p.add_argument("--max-eval-files", type=int, help="evaluate about this many unseen clips (0: all)")
     p.add_argument("--eval-workers", type=int, help="evaluation processes (default: half the cores, at most 8)")
-    p.add_argument("--work", help="keep stores and checkpoints in this folder (default: a temporary one)")
-    p.add_argument("--force", action="store_true", help="redo speakers whose result is already in the output")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from preprocessing.errors import UserError
-
     a = parse_args(argv)
-    common.set_threads(a.threads)
-    out = a.out or (QUICK_OUT if a.quick else common.DEFAULT_OUT)
-    fsdd = a.fsdd or common.fsdd_dir(a.data)
-    try:
-        res = run(fsdd, out, quick=a.quick, speakers=(a.speakers or "").split(","), arch=a.arch,
-                  preset_name=a.preset, epochs=a.epochs, time_limit_s=a.time_limit, latent_dim=a.latent_dim,
-                  batch_size=a.batch_size, griffinlim_iters=a.griffinlim_iters, device=a.device, seed=a.seed,
-                  max_train_files=a.max_train_files, max_eval_files=a.max_eval_files,
-                  eval_workers=a.eval_workers, work=a.work, force=a.force, augment=a.augment)
-    except (ValueError, UserError) as e:
-        print(f"bench_unseen_speaker: error: {e}", file=sys.stderr)
-        return 2
-    print(markdown(res))
-    return 0
+    return holdout.main("bench_unseen_speaker", a.threads, lambda: run(
+        a.fsdd or common.fsdd_dir(a.data), a.out or (QUICK_OUT if a.quick else common.DEFAULT_OUT), quick=a.quick,
+        speakers=(a.speakers or "").split(","), arch=a.arch, preset_name=a.preset, epochs=a.epochs,
+        time_limit_s=a.time_limit, latent_dim=a.latent_dim, batch_size=a.batch_size,
+        griffinlim_iters=a.griffinlim_iters, device=a.device, seed=a.seed, max_train_files=a.max_train_files,
+        max_eval_files=a.max_eval_files, eval_workers=a.eval_workers, work=a.work, force=a.force,
+        augment=a.augment), markdown)
 
 
 if __name__ == "__main__":
