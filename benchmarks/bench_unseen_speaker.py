@@ -45,7 +45,8 @@ from benchmarks import common, holdout
 from benchmarks.holdout import links, mean
 
 NAME = "unseen_speaker"
-ARCH_PRESETS = {"default": "digits", "study": "study-digits", "temporal": "digits"}  # each architecture's own spectrogram preset
+# each architecture's own spectrogram preset
+ARCH_PRESETS = {"default": "digits", "study": "study-digits", "temporal": "digits"}
 TARGET_STOI, TARGET_LSD_RATIO = 0.80, 1.2
 METRICS = ("stoi", "lsd_db", "spectral_convergence")
 QUICK = {"time_limit_s": 5.0, "max_train_files": 300, "max_eval_files": 20}  # --quick defaults

@@ -26,6 +26,25 @@ def card_evaluation(card: str) -> dict:
     return json.loads(block.strip().removeprefix("```json").removesuffix("```").strip())
 
 
+def architecture_text(ck, arch: str | None, n_params: int) -> str:
+    """One paragraph: the network, its latent, its loss and optimiser."""
+    m, tc = ck.model_cfg, ck.train_cfg
+    if m.kind == "temporal":
+        d, frames = m.latent_shape
+        net = (f"`{arch}`: the {m.n_freq} frequency bins folded into channels, 1-D convolutions along time "
+               f"(widths {list(m.channels)}, time strides {[st for _, st in m.strides]}, {m.res_blocks} residual "
+               f"block(s) per stage, {m.norm} norm, kernel {m.kernel}); the latent is a sequence of {frames} codes "
+               f"of {d} numbers per clip (one per {m.time_ratio} spectrogram frames); {n_params / 1e6:.2f} M "
+               "parameters. A learned autoregressive prior over the codes (`prior.safetensors`) gives the samples.")
+    else:
+        net = (f"`{arch}`: encoder channels {list(m.channels)}, strides {[list(x) for x in m.strides]}, "
+               f"latent {m.latent_dim}, decoder channels {list(m.decoder_channels)}; "
+               f"{n_params / 1e6:.2f} M parameters.")
+    spectral = f" + {tc.spectral_weight:g} x multi-resolution spectral loss" if tc.spectral_weight else ""
+    return (f"{net} Loss {tc.recon_weight:g} x per-pixel MSE{spectral} + {tc.kl_weight:g} x KL "
+            f"(warm-up {tc.kl_warmup_epochs} epochs), Adam lr {tc.lr:g}, batch {tc.batch_size}.")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
@@ -42,7 +61,7 @@ def main() -> None:
     result["checkpoint"] = a.checkpoint
     result["input"] = a.eval_input
     stats = load_latent_stats(a.checkpoint)
-    m, s, meta = ck.model_cfg, ck.spec, ck.meta
+    s, meta = ck.spec, ck.meta
     hist = meta.get("history", [])
     n_params = sum(p.numel() for p in ck.model.parameters())
     k = stats.n_sliders() if stats else 0
@@ -57,12 +76,7 @@ def main() -> None:
         f"{s.sample_rate} Hz, {s.normalisation} normalisation", "",
         f"Sound: {s.phase} phase ({s.griffinlim_iters} Griffin-Lim iterations).", "",
         "## Architecture", "",
-        f"`{meta.get('arch')}`: encoder channels {list(m.channels)}, strides {[list(x) for x in m.strides]}, "
-        f"latent {m.latent_dim}, decoder channels {list(m.decoder_channels)}; {n_params / 1e6:.2f} M parameters. "
-        f"Loss {ck.train_cfg.recon_weight:g} x per-pixel MSE + {ck.train_cfg.kl_weight:g} x KL "
-        f"(warm-up {ck.train_cfg.kl_warmup_epochs} epochs), Adam lr {ck.train_cfg.lr:g}, "
-        f"batch {ck.train_cfg.batch_size}.",
-        "",
+        architecture_text(ck, meta.get("arch"), n_params), "",
         "## Reproduce", "", "```bash", a.command, "```", "",
         "## Training", "",
         f"{ck.train_cfg.epochs} epochs; this is the best by validation loss, after epoch {meta.get('epoch')} and "
@@ -79,7 +93,8 @@ def main() -> None:
         "16 kHz STFT; lower is better except STOI):", "",
         EVAL_BEGIN, "```json", json.dumps(result, indent=2), "```", EVAL_END, "",
         "## Latent space", "",
-        (f"`latents.safetensors` holds the statistics the Explore tab uses without any dataset: the mean code, "
+        (f"`latents.safetensors` holds the statistics the Explore tab uses without any dataset: the mean "
+         f"{'latent frame' if ck.model_cfg.kind == 'temporal' else 'code'}, "
          f"{len(stats.explained)} principal directions, the leading ones being the tab's sliders (the first {k} "
          f"cover {float(stats.explained[:k].sum()) * 100:.0f}% of the variance), per-label means "
          f"for {len(stats.label_names)} labels ({', '.join(stats.label_names)}), and {len(stats.codes)} codes for "
