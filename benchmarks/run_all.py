@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
-import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,9 @@ BENCHMARKS = {  # name -> module, in running order
     "latency": bench_latency, "phase": bench_phase,
 }
 REPORT = common.ROOT / "BENCHMARKS.md"
+# Long held-out runs (bench_music_holdout, bench_unseen_speaker), not run by run_all: each run's report,
+# copied here as <benchmark>_<arm>.md beside its JSON, is appended to BENCHMARKS.md as it is.
+HELD_OUT = common.ROOT / "benchmarks" / "results" / "held_out"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -166,49 +166,24 @@ def report(results: dict[str, dict[str, Any]], link_prefix: str = "", where: str
     for name, res in results.items():
         md = BENCHMARKS[name].markdown(res)
         lines.append(_relink(md, link_prefix) if link_prefix else md)
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join(lines).rstrip() + "\n" + held_out_sections()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    a = parse_args(argv)
-    out = Path(a.out) if a.out else (common.DEFAULT_OUT / "tmp" / "quick" if a.quick else common.DEFAULT_OUT)
-    data = Path(a.data)
-    if not (common.fsdd_dir(data).is_dir() and common.music_dir(data).is_dir()):
-        print(f"error: expected {common.fsdd_dir(data)} and {common.music_dir(data)}; pass --data", file=sys.stderr)
-        return 2
-    common.set_threads(a.threads)
-    common.COMMAND = command(argv)
-    names = [] if a.report_only else a.only or list(BENCHMARKS)
-    failed = []
-    t0 = time.perf_counter()
-    try:
-        for name in names:
-            print(f"== {name} ==", file=sys.stderr, flush=True)
-            try:
-                BENCHMARKS[name].run(out, data, a.quick)
-            except Exception:  # one broken benchmark should not lose the others' results
-                traceback.print_exc()
-                failed.append(name)
-    finally:
-        if names and not a.keep_tmp:
-            common.clean_tmp(out)
-    results = load_results(out)
-    if a.report_only:  # the per-benchmark pages too, in case their layout changed since the run
-        for name, res in results.items():
-            (out / f"{name}.md").write_text(BENCHMARKS[name].markdown(res))
-    try:
-        where = out.resolve().relative_to(common.ROOT).as_posix()
-    except ValueError:
-        where = str(out)
-    (out / "summary.md").write_text(report(results, where=where))
-    if out.resolve() == common.DEFAULT_OUT.resolve():
-        REPORT.write_text(report(results, link_prefix="benchmarks/results"))
-        print(f"wrote {REPORT}", file=sys.stderr)
-    print(f"done in {time.perf_counter() - t0:.0f} s; results in {out}" +
-          (f"; FAILED: {', '.join(failed)}" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def held_out_sections(folder: Path = HELD_OUT) -> str:
+    """The long held-out runs' reports (music leave-one-recording-out, unseen speakers), one section each,
+    with the command it ran (from the JSON beside the report); "" when there are none."""
+    reports = sorted(folder.glob("*.md")) if folder.is_dir() else []
+    if not reports:
+        return ""
+    where = folder.relative_to(common.ROOT) if folder.is_relative_to(common.ROOT) else folder
+    parts = ["", "# Held-out quality (long runs, not part of run_all)", "",
+             f"Each section is one run of its benchmark, copied with its JSON from its results folder into "
+             f"`{where}/`; the line under each title names the machine and its load.", ""]
+    for md in reports:
+        text = md.read_text().rstrip()
+        result = md.with_suffix(".json")
+        cmd = json.loads(result.read_text()).get("command") if result.is_file() else None
+        head, _, body = text.partition("\n")
+        head = f"{head}: {md.stem.rsplit('_', 1)[-1]}"  # <benchmark>_<arm>.md: the arm, e.g. the architecture
+        parts += [head, *(["", f"Command: `{cmd}`"] if cmd else []), body, ""]
+    return "\n".join(parts)

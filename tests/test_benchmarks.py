@@ -178,3 +178,19 @@ def test_slider_latency_through_the_app_callback(tmp_path):
     # server side = callback + post-processing, call by call
     assert 0 < r["callback_ms"]["median_ms"] <= r["server_side_ms"]["median_ms"]
     assert r["machine"]["cores"] >= 1 and "server_round_trip_ms" not in r
+
+
+def test_report_appends_the_held_out_runs(tmp_path):
+    """Long held-out runs copied into results/held_out/ are appended, each with its arm and command."""
+    from benchmarks.run_all import held_out_sections
+
+    assert held_out_sections(tmp_path / "none") == ""
+    folder = tmp_path / "held_out"
+    folder.mkdir()
+    (folder / "music_holdout_temporal.md").write_text("## Held-out music\n\nmachine line\n\n| a |\n|---|\n| 1 |\n")
+    (folder / "music_holdout_temporal.json").write_text(json.dumps({"command": "python -m benchmarks.x --y"}))
+    (folder / "unseen_speaker_default.md").write_text("## Unseen speakers\n\nother machine\n")
+    text = held_out_sections(folder)
+    assert text.index("## Held-out music: temporal") < text.index("## Unseen speakers: default")
+    assert "Command: `python -m benchmarks.x --y`" in text and "| 1 |" in text
+    assert text.count("Command:") == 1  # a report without its JSON has no command line

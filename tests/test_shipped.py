@@ -37,7 +37,10 @@ def test_shipped_checkpoint_is_complete_and_small(name):
     assert size <= 25e6, f"checkpoints/{name} is {size / 1e6:.1f} MB (limit 25 MB)"
     stats = load_latent_stats(d)
     assert stats is not None and 1 <= stats.n_sliders() <= MAX_SLIDERS
-    assert len(stats.label_names) >= 2 and stats.codes.shape[1] == load_checkpoint(d).model_cfg.latent_dim
+    ck = load_checkpoint(d)
+    assert len(stats.label_names) >= 2 and tuple(stats.codes.shape[1:]) == ck.model_cfg.latent_shape
+    if ck.model_cfg.kind == "temporal":  # sampling needs its learned prior
+        assert ck.prior is not None and ck.prior.latent_dim == ck.model_cfg.latent_dim
 
 
 # Bounds on the examples (synthetic speech, see examples/README.md), with margin over what the models

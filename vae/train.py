@@ -319,7 +319,8 @@ def _save(run: _Run, directory: Path, with_state: bool) -> None:
     save_checkpoint(directory, run.model, run.store.config, run.tc, meta, ts)
 
 
-PRIOR_TIME_S = {"done": 60.0, "stopped": 15.0}  # fitting a temporal model's prior, at the end of a run
+PRIOR_TIME_S = {"done": 300.0, "stopped": 15.0}  # bounds on fitting the prior (300 steps): at the end, on a Stop
+STOP_REQUESTED = "stopped on request"
 MAX_PRIOR_NUMBERS = 50_000_000  # latent numbers the prior is fitted on (a seeded subsample of the clips)
 
 
@@ -340,7 +341,7 @@ def _save_stats(output: Path, store: Store, indices: list[int], device: torch.de
 def _should_stop(stop: threading.Event | None, tc: TrainConfig, train_time: float) -> str:
     """Why training should stop now ("" to go on)."""
     if stop is not None and stop.is_set():
-        return "stopped on request"
+        return STOP_REQUESTED
     if tc.time_limit_s is not None and train_time >= tc.time_limit_s:
         return "time limit reached"
     return ""
@@ -353,7 +354,7 @@ def _stop(run: _Run, why: str, losses: dict[str, float], val: dict[str, float] |
         _save(run, out / "last", True)
     if not (out / "config.json").exists():  # no validated best yet: the latest is the best we have
         _save(run, out, False)
-    _save_stats(out, run.store, run.train_idx, run.cfg.device, "stopped")
+    _save_stats(out, run.store, run.train_idx, run.cfg.device, "stopped" if why == STOP_REQUESTED else "done")
     where = f"at epoch {st.epoch + 1}, step {st.step}" if st.step else f"after epoch {st.epoch}"
     return TrainEvent("stopped", st.epoch, run.tc.epochs, st.step or run.steps, run.steps, losses, val,
                       elapsed_s=run.speed.elapsed(), checkpoint=str(out / "last"),
