@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +190,48 @@ def held_out_sections(folder: Path = HELD_OUT) -> str:
         head = f"{head}: {md.stem.rsplit('_', 1)[-1]}"  # <benchmark>_<arm>.md: the arm, e.g. the architecture
         parts += [head, *(["", f"Command: `{cmd}`"] if cmd else []), body, ""]
     return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse_args(argv)
+    out = Path(a.out) if a.out else (common.DEFAULT_OUT / "tmp" / "quick" if a.quick else common.DEFAULT_OUT)
+    data = Path(a.data)
+    if not (common.fsdd_dir(data).is_dir() and common.music_dir(data).is_dir()):
+        print(f"error: expected {common.fsdd_dir(data)} and {common.music_dir(data)}; pass --data", file=sys.stderr)
+        return 2
+    common.set_threads(a.threads)
+    common.COMMAND = command(argv)
+    names = [] if a.report_only else a.only or list(BENCHMARKS)
+    failed = []
+    t0 = time.perf_counter()
+    try:
+        for name in names:
+            print(f"== {name} ==", file=sys.stderr, flush=True)
+            try:
+                BENCHMARKS[name].run(out, data, a.quick)
+            except Exception:  # one broken benchmark should not lose the others' results
+                traceback.print_exc()
+                failed.append(name)
+    finally:
+        if names and not a.keep_tmp:
+            common.clean_tmp(out)
+    results = load_results(out)
+    if a.report_only:  # the per-benchmark pages too, in case their layout changed since the run
+        for name, res in results.items():
+            (out / f"{name}.md").write_text(BENCHMARKS[name].markdown(res))
+    try:
+        where = out.resolve().relative_to(common.ROOT).as_posix()
+    except ValueError:
+        where = str(out)
+    (out / "summary.md").write_text(report(results, where=where))
+    if out.resolve() == common.DEFAULT_OUT.resolve():
+        REPORT.write_text(report(results, link_prefix="benchmarks/results"))
+        print(f"wrote {REPORT}", file=sys.stderr)
+    print(f"done in {time.perf_counter() - t0:.0f} s; results in {out}" +
+          (f"; FAILED: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
