@@ -4,6 +4,7 @@ latent statistics and checkpoints handle sequences (D, T')."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -277,3 +278,22 @@ def test_a_corrupt_prior_is_a_clear_checkpoint_error(tiny_store, tmp_path):
     (out / "prior.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match=r"prior\.safetensors.*delete prior\.json"):
         load_checkpoint(out)
+
+
+def test_each_preset_picks_its_measured_architecture(tmp_path):
+    from preprocessing.config import preset
+    from vae.config import arch_for
+
+    assert [arch_for(preset(n)) for n in ("digits", "music", "study-digits", "study-music")] == \
+        ["default", "temporal", "study", "study"]
+    assert arch_for(preset("music").replace(normalisation="clip")) == "temporal"  # same analysis settings
+    assert arch_for(preset("music").replace(duration=1.0)) == "default"  # another clip length: no preset's
+    assert arch_for(TINY) == "default"
+
+
+def test_training_without_arch_uses_the_presets_choice(tiny_store, monkeypatch):
+    train_module = importlib.import_module("vae.train")  # the module (vae.train is also the function's name)
+    monkeypatch.setattr(train_module, "arch_for", lambda spec: "temporal" if spec == tiny_store.config else "x")
+    cfg = train_module.resolve_configs(tiny_store)
+    assert cfg.arch == "temporal" and cfg.model.kind == "temporal" and cfg.train.spectral_weight > 0
+    assert train_module.resolve_configs(tiny_store, "default").model.kind == "global"  # --arch still rules

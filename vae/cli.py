@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a VAE; Ctrl-C saves and stops, --resume continues.")
     s.add_argument("--data", required=True, help="store directory (from preprocess)")
     s.add_argument("--output", required=True, help="checkpoint directory to write")
-    s.add_argument("--arch", default="default", choices=ARCHS)
+    s.add_argument("--arch", choices=ARCHS,
+                   help="default: the one measured best for the store's preset (temporal for music, default otherwise)")
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float)

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from preprocessing.config import ConfigError, DictConfig
+from preprocessing.config import PRESETS, ConfigError, DictConfig, SpectrogramConfig
 
 Arch = Literal["default", "study", "temporal"]
 Activation = Literal["relu", "leaky_relu"]
@@ -214,6 +214,22 @@ class TrainConfig(DictConfig):
 
 
 SPECTRAL_PER_PIXEL = 1.0  # temporal preset: spectral_weight per pixel (vae.losses.spectral_loss)
+
+
+# The architecture each preset measured best with (README, "The temporal architecture"): a store built
+# with a preset's settings trains with it unless --arch says otherwise.
+PRESET_ARCHS = {"digits": "default", "music": "temporal", "study-digits": "study", "study-music": "study"}
+
+
+def arch_for(spec: SpectrogramConfig) -> str:
+    """The architecture for a store's spectrogram settings: that of the preset it was built with (same sample
+    rate, clip duration, frame and hop), else ``default``."""
+    key = (spec.sample_rate, spec.duration, spec.n_fft, spec.hop_length)
+    for name, arch in PRESET_ARCHS.items():
+        p = PRESETS[name]
+        if key == (p.sample_rate, p.duration, p.n_fft, p.hop_length):
+            return arch
+    return "default"
 
 
 def train_config(arch: str, shape: tuple[int, int]) -> TrainConfig:

@@ -30,7 +30,7 @@ from preprocessing.store import Store
 
 from .augment import augment_batch, batch_generator
 from .checkpoint import CheckpointConfig, load_checkpoint, load_config, load_training_state, save_checkpoint
-from .config import ModelConfig, TrainConfig, model_config, train_config
+from .config import ModelConfig, TrainConfig, arch_for, model_config, train_config
 from .latents import compute_latent_stats, encode_indices, save_latent_stats, subsample
 from .losses import spectral_loss, vae_loss
 from .model import VAE
@@ -122,11 +122,12 @@ class RunConfig:
 OVERRIDES = frozenset(f.name for f in dataclasses.fields(TrainConfig)) | {"latent_dim"}
 
 
-def resolve_configs(store: Store, arch: str = "default", model_cfg: ModelConfig | None = None,
+def resolve_configs(store: Store, arch: str | None = None, model_cfg: ModelConfig | None = None,
                     train_cfg: TrainConfig | None = None, last: CheckpointConfig | None = None,
                     **overrides: Any) -> RunConfig:
     """The model and training configs of a run on ``store``, with ``overrides`` applied and checked.
 
+    ``arch``: None picks the one measured best for the store's preset (:func:`vae.config.arch_for`).
     ``overrides``: :class:`TrainConfig` fields and ``latent_dim``; ``last``: the config of ``output/last``
     when resuming (its model, arch and training settings are kept; overrides such as ``epochs`` still
     apply). Raises :class:`ConfigError` for an unknown or bad value, :class:`TrainingError` for a device
@@ -139,6 +140,7 @@ def resolve_configs(store: Store, arch: str = "default", model_cfg: ModelConfig 
     if latent_dim is not None and int(latent_dim) < 1:
         raise ConfigError(f"latent_dim must be at least 1, got {latent_dim}")
     epochs_done = 0
+    arch = arch or arch_for(store.config)
     if last is not None:  # a trained model keeps its architecture: latent_dim does not apply
         if last.spec.shape != store.config.shape:
             raise TrainingError(f"cannot resume: checkpoint expects {last.spec.shape} spectrograms, "
@@ -466,7 +468,7 @@ def _end_epoch(run: _Run, losses: dict[str, float], seen: int, t_epoch: float) -
 def train(
     data: str | Path,
     output: str | Path,
-    arch: str = "default",
+    arch: str | None = None,
     model_cfg: ModelConfig | None = None,
     train_cfg: TrainConfig | None = None,
     resume: bool = False,

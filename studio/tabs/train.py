@@ -11,13 +11,13 @@ import gradio as gr
 import torch
 
 from preprocessing.config import preset
-from preprocessing.errors import InputError
+from preprocessing.errors import InputError, UserError
 from preprocessing.store import Store
 from studio import plots
 from studio.context import Studio
 from studio.jobs import JobState, preview_audio, run_progress
 from studio.ui import dropdown, friendly, image_audio_pair
-from vae.config import ARCHS, model_config, train_config
+from vae.config import ARCHS, arch_for, model_config, train_config
 
 PLOT_ARGS = {"x": "epoch", "y": "value", "color": "curve", "x_title": "epoch", "height": 220}
 
@@ -28,6 +28,15 @@ def arch_defaults(arch: str, store: str | None) -> dict[str, Any]:
     shape = Store(store).config.shape if store else preset("digits").shape
     tc, mc = train_config(arch, shape), model_config(arch, shape)
     return {"epochs": tc.epochs, "batch": tc.batch_size, "lr": tc.lr, "latent": mc.latent_dim, "kl": tc.kl_weight}
+
+
+def store_arch(store: str | None) -> str:
+    """The architecture a store's preset measured best with (vae.config.arch_for); digits' with no store
+    (or one that cannot be read: picking it says why)."""
+    try:
+        return arch_for(Store(store).config if store else preset("digits"))
+    except UserError:
+        return arch_for(preset("digits"))
 
 
 class TrainTab:
@@ -44,7 +53,8 @@ class TrainTab:
             with gr.Row():
                 with gr.Column(scale=2):
                     self.store = gr.Dropdown(stores, value=stores[0][1] if stores else None, label="Dataset store")
-                    self.arch = gr.Radio(list(ARCHS), value="default", label="Architecture",
+                    self.arch = gr.Radio(list(ARCHS), value=store_arch(stores[0][1] if stores else None),
+                                         label="Architecture",
                                          info="default: small and fast, one code per clip; study: the original "
                                               "tutorial's; temporal: a sequence of codes along time")
                     self.name = gr.Textbox(label="Run name", placeholder="automatic: <store>-<arch>-<time>",
@@ -66,7 +76,7 @@ class TrainTab:
         self._wire()
 
     def _hyperparameters(self) -> None:
-        d = arch_defaults("default", None)
+        d = arch_defaults(self.arch.value, self.store.value)
         with gr.Row():
             self.epochs = gr.Number(d["epochs"], label="Epochs", precision=0, minimum=1)
             self.batch = gr.Number(d["batch"], label="Batch size", precision=0, minimum=1)
@@ -96,6 +106,8 @@ class TrainTab:
             "validation clip", "reconstruction")
 
     def _wire(self) -> None:
+        # a store picks the architecture its preset measured best with (which then sets the defaults)
+        self.store.input(friendly(store_arch), self.store, self.arch, show_progress="hidden", api_visibility="private")
         self.arch.change(friendly(self.arch_changed), [self.arch, self.store],
                          [self.epochs, self.batch, self.lr, self.latent, self.kl], api_visibility="private")
         hyper = [self.epochs, self.batch, self.lr, self.kl, self.device]

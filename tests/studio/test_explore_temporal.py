@@ -114,3 +114,12 @@ def test_interpolation_blends_frame_by_frame(temporal_studio, monkeypatch):
     assert z.shape == (3, 4, 16)
     torch.testing.assert_close(z[1], (z[0] + z[2]) / 2, atol=1e-6, rtol=0)
     assert len(out[ex.step_files]) == 3
+
+
+def test_train_tab_picks_the_stores_architecture(tiny_store, tmp_path, monkeypatch):
+    from studio.tabs import train as train_tab
+
+    assert train_tab.store_arch(None) == "default"  # no store: the digits preset's
+    assert train_tab.store_arch(str(tmp_path / "not-a-store")) == "default"  # unreadable: picking it says why
+    monkeypatch.setattr(train_tab, "arch_for", lambda spec: "temporal" if spec == tiny_store.config else "study")
+    assert train_tab.store_arch(str(tiny_store.path)) == "temporal"
