@@ -192,6 +192,35 @@ def standard_normal_nll(z: torch.Tensor) -> torch.Tensor:
 # ----- fitting ----------------------------------------------------------------------------------------
 
 
+def _initial_prior(cfg: PriorConfig, train: torch.Tensor, seed: int) -> Prior:
+    """A seeded untrained prior (the global RNG untouched) standardising with ``train``'s (N, D, T) statistics."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        prior = Prior(cfg)
+    prior.mean.copy_(train.mean(dim=(0, 2)))
+    prior.std.copy_(train.std(dim=(0, 2), correction=0).clamp_min(STD_FLOOR))
+    return prior
+
+
+def _check_fit(z: torch.Tensor, cfg: PriorConfig, steps: int, batch_size: int, lr: float, val_fraction: float,
+               time_limit_s: float | None) -> torch.Tensor:
+    """:func:`fit_prior`'s arguments checked (a :class:`PriorError` saying which is wrong); z on the CPU."""
+    z = _check_sequences(z, "training latents", cfg.latent_dim).cpu()
+    n = len(z)
+    if n < 2:
+        raise PriorError(f"fitting a prior needs at least 2 sequences (one is held out), got {n}")
+    for name, v in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise PriorError(f"{name} must be a positive integer, got {v!r}")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise PriorError(f"lr must be a positive number, got {lr!r}")
+    if not 0 < val_fraction < 1:
+        raise PriorError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise PriorError(f"time_limit_s must be positive or None, got {time_limit_s!r}")
+    return z
+
+
 def fit_prior(
     z: torch.Tensor, cfg: PriorConfig, *, steps: int = 300, batch_size: int = 64, lr: float = 3e-3,
     seed: int = 0, val_fraction: float = 0.1, time_limit_s: float | None = None, progress: ProgressFn | None = None,
@@ -207,31 +236,15 @@ def fit_prior(
     ``n_train``, ``n_val``, ``length``, ``seed``; all but the first three go to ``prior.info``.
     """
     cfg = cfg.validate()
-    z = _check_sequences(z, "training latents", cfg.latent_dim).cpu()
+    z = _check_fit(z, cfg, steps, batch_size, lr, val_fraction, time_limit_s)
     n = len(z)
-    if n < 2:
-        raise PriorError(f"fitting a prior needs at least 2 sequences (one is held out), got {n}")
-    for name, v in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise PriorError(f"{name} must be a positive integer, got {v!r}")
-    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise PriorError(f"lr must be a positive number, got {lr!r}")
-    if not 0 < val_fraction < 1:
-        raise PriorError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    if time_limit_s is not None and not time_limit_s > 0:
-        raise PriorError(f"time_limit_s must be positive or None, got {time_limit_s!r}")
-
     t0 = time.monotonic()
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g)
     n_val = min(n - 1, max(1, round(val_fraction * n)))
     train, val = z[order[n_val:]], z[order[:n_val]]  # (N - n_val, D, T), (n_val, D, T)
     eval_every = max(1, min(50, steps // 10))
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
-        torch.manual_seed(seed)
-        prior = Prior(cfg)
-    prior.mean.copy_(train.mean(dim=(0, 2)))
-    prior.std.copy_(train.std(dim=(0, 2), correction=0).clamp_min(STD_FLOOR))
+    prior = _initial_prior(cfg, train, seed)
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps)))
 
