@@ -6,7 +6,9 @@ with a few thousand parameters. Session-scoped fixtures are built once and must 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,18 @@ SR = 8000
 TINY = SpectrogramConfig(sample_rate=SR, duration=0.254, n_fft=64, hop_length=32)
 CLIP_S = 0.3  # one window per clip (2400 samples round to one 2032-sample window)
 DIGITS, SPEAKERS, TAKES = (0, 1, 2), ("alice", "bob"), (0, 1, 5, 6, 7, 8)  # takes 0-4: test split
+
+
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")  # Debian's fluid-soundfont-gm
+
+
+def music_tools_missing() -> str:
+    """Why music can't be rendered here (FluidSynth, its soundfont, music21), or "" when it can."""
+    if shutil.which("fluidsynth") is None or not SOUNDFONT.is_file():
+        return "fluidsynth or the FluidR3 soundfont is not installed (apt-get install fluidsynth fluid-soundfont-gm)"
+    if importlib.util.find_spec("music21") is None:
+        return "music21 is not installed (it is in requirements-dev.txt)"
+    return ""
 
 
 def tiny_model_cfg(latent_dim: int = 4) -> ModelConfig:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import music_tools_missing
 
 from preprocessing.labels import FSDD_NAME
 
@@ -21,7 +22,6 @@ DIGITS_DIR = ROOT / "examples" / "digits"
 SCRIPT = ROOT / "scripts" / "make_examples.py"
 MUSIC_DIR = ROOT / "examples" / "music"
 MUSIC_SCRIPT = ROOT / "scripts" / "make_music_examples.py"
-SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 # The scripts import the package: installed (make test) or, as here, from the repository root.
 SCRIPT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
@@ -120,15 +120,7 @@ def test_examples_readme_credits_the_music_sources():
         assert f"`{path.name}`" in text, f"{path.name} is not described in examples/README.md"
 
 
-def _music_tools_missing() -> str:
-    if shutil.which("fluidsynth") is None or not SOUNDFONT.is_file():
-        return "fluidsynth or the FluidR3 soundfont is not installed (apt-get install fluidsynth fluid-soundfont-gm)"
-    if importlib.util.find_spec("music21") is None:
-        return "music21 is not installed (it is in requirements-dev.txt)"
-    return ""
-
-
-@pytest.mark.skipif(bool(_music_tools_missing()), reason=_music_tools_missing() or "tools present")
+@pytest.mark.skipif(bool(music_tools_missing()), reason=music_tools_missing() or "tools present")
 def test_music_script_renders_one_clip(tmp_path):
     proc = subprocess.run([sys.executable, str(MUSIC_SCRIPT), "--output", str(tmp_path), "--clips",
                            "fife_march_drums"], capture_output=True, text=True, timeout=300, cwd=tmp_path,

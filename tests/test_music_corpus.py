@@ -7,7 +7,6 @@ import importlib.util
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,28 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import music_tools_missing
 
 from preprocessing.config import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 SCRIPT = SCRIPTS / "make_music_corpus.py"
-SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 TINY = ["--styles", "chorale", "march", "--minutes-per-style", "0.05", "--max-seconds-per-file", "4"]
 CAP_S = 4.0
 # The script imports the package: installed (make test) or, as here, from the repository root.
 SCRIPT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
-def _tools_missing() -> str:
-    if shutil.which("fluidsynth") is None or not SOUNDFONT.is_file():
-        return "fluidsynth or the FluidR3 soundfont is not installed (apt-get install fluidsynth fluid-soundfont-gm)"
-    if importlib.util.find_spec("music21") is None:
-        return "music21 is not installed (it is in requirements-dev.txt)"
-    return ""
-
-
-needs_tools = pytest.mark.skipif(bool(_tools_missing()), reason=_tools_missing() or "tools present")
+needs_tools = pytest.mark.skipif(bool(music_tools_missing()), reason=music_tools_missing() or "tools present")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +54,8 @@ def run_main(script, argv: list[str], capsys) -> tuple[int, str, str, float]:
 @pytest.fixture(scope="module")
 def tiny(script, tmp_path_factory):
     """A tiny corpus rendered once: (folder, stdout)."""
-    if _tools_missing():
-        pytest.skip(_tools_missing())
+    if music_tools_missing():
+        pytest.skip(music_tools_missing())
     out = tmp_path_factory.mktemp("corpus") / "music21"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -210,7 +201,7 @@ def test_missing_tools_or_disk_space_fail_clearly(script, tmp_path, monkeypatch,
     assert script.main(["--output", str(tmp_path / "out")]) == 1
     assert "apt-get install fluidsynth fluid-soundfont-gm" in capsys.readouterr().err
     monkeypatch.undo()
-    if _tools_missing():
+    if music_tools_missing():
         return
     monkeypatch.setattr(script.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=10**6))
     assert script.main(["--output", str(tmp_path / "out")]) == 1
