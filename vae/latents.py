@@ -60,7 +60,7 @@ class LatentStats:
 
     def trajectory(self, z: torch.Tensor, k: int = 2) -> torch.Tensor:
         """A sequence's frames (D, T') on the first k directions, (T', k) in SD; a global code: (1, k)."""
-        frames = torch.as_tensor(z, dtype=torch.float32).reshape(len(self.mean), -1).T  # (T', D)
+        frames = _frames(self, z).T  # (T', D)
         return (frames - self.mean) @ self.components[:k].T / self.component_sd[:k].clamp_min(1e-8)
 
     def n_sliders(self, coverage: float = SLIDER_COVERAGE, cap: int = MAX_SLIDERS) -> int:
