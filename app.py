@@ -1,17 +1,21 @@
 """Sound VAE studio: a Gradio app to build datasets, train, reconstruct and explore sound VAEs.
 
 ``python app.py`` serves it on http://127.0.0.1:7860 (``--host``, ``--port``, ``--share``,
-``--checkpoint`` to preselect a model, ``--data-dir`` for stores and runs). This file only parses
-arguments and assembles the page from ``studio/tabs``; each tab lays out its components and wires
-their events, over tested library code in ``studio``, ``vae`` and ``preprocessing``.
+``--checkpoint`` to preselect a model, ``--data-dir`` for stores and runs). This file parses
+arguments, decides what may be shared (a password before serving beyond this machine, the folders the
+Dataset tab may read, upload limits, a private temporary folder) and assembles the page from
+``studio/tabs``; each tab lays out its components and wires their events, over tested library code in
+``studio``, ``vae`` and ``preprocessing``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
@@ -19,15 +23,29 @@ import torch
 
 from studio.context import Studio
 from studio.jobs import TrainingJobs
+from studio.sharing import (
+    AUTH_ENV,
+    StartError,
+    allowed_dirs,
+    check_exposure,
+    exit_on_sigterm,
+    private_temp_dir,
+    read_auth,
+)
 from studio.tabs.dataset import DatasetTab
 from studio.tabs.explore import CSS, ExploreTab
 from studio.tabs.reconstruct import ReconstructTab
 from studio.tabs.train import TrainTab
 from studio.ui import friendly, theme
+from studio.uploads import DEFAULT_LIMITS, MB, UploadLimits
 from studio.wording import INTRO
 from studio.workspace import Workspace
 
 MAX_UPLOAD = "500mb"  # per file, enforced by Gradio before our own limits (studio.uploads)
+# The queue: one worker group per kind of work (set per event in studio/tabs: slider moves apart from
+# reconstructions and dataset builds), and queue positions sent every few seconds rather than to every
+# waiting request each time a job starts (with 20 clients on the sliders that was much of the server's work).
+QUEUE = {"default_concurrency_limit": 2, "status_update_rate": 5}
 
 
 class App:
@@ -91,10 +109,12 @@ class App:
         return out
 
 
-def create_app(workspace: Workspace, checkpoint: str | None = None,
-               jobs: TrainingJobs | None = None) -> tuple[gr.Blocks, App]:
-    """The Blocks and its parts for a workspace (used by ``main`` and by tests)."""
-    app = App(Studio(workspace, jobs, checkpoint))
+def create_app(workspace: Workspace, checkpoint: str | None = None, jobs: TrainingJobs | None = None, *,
+               allowed_dirs: Sequence[Path] | None = None,
+               upload_limits: UploadLimits = DEFAULT_LIMITS) -> tuple[gr.Blocks, App]:
+    """The Blocks and its parts for a workspace (used by ``main`` and by tests). ``allowed_dirs``: the
+    server folders the Dataset tab may read (None: any, as for tests; ``main`` always gives them)."""
+    app = App(Studio(workspace, jobs, checkpoint, allowed_dirs, upload_limits))
     return app.build(), app
 
 
@@ -104,28 +124,64 @@ def launch_kwargs(root: Path) -> dict:
             "css": CSS, "theme": theme()}
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return n
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Serve the Sound VAE studio (Gradio).")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only; "
+                                                       "any other needs a password or --insecure)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="also create a public gradio.live link (opt-in)")
+    p.add_argument("--share", action="store_true",
+                   help="also create a public gradio.live link (opt-in; needs a password or --insecure)")
+    p.add_argument("--auth-file", help="file of user:password lines (one per user): the page asks for one")
+    p.add_argument("--insecure", action="store_true",
+                   help=f"allow --share or another --host without a password (--auth-file or ${AUTH_ENV})")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="a server folder the Dataset tab may read, besides the data folder and examples/ "
+                        "(repeatable)")
     p.add_argument("--checkpoint", help="checkpoint folder to preselect (default: checkpoints/digits if present)")
     p.add_argument("--data-dir", help="folder for stores, uploads and runs (default: data/ and runs/)")
+    p.add_argument("--upload-limit-mb", type=_positive, default=DEFAULT_LIMITS.max_extracted_bytes // MB,
+                   help="disk space one upload may take once zips are extracted (default %(default)s)")
+    p.add_argument("--upload-file-limit-mb", type=_positive, default=DEFAULT_LIMITS.max_member_bytes // MB,
+                   help="size of one uploaded file or zip member, uncompressed (default %(default)s)")
+    p.add_argument("--upload-max-files", type=_positive, default=DEFAULT_LIMITS.max_files,
+                   help="audio files in one upload, zip members included (default %(default)s)")
     p.add_argument("--torch-threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help="torch intra-op threads (default: half the cores; on a busy 2-core machine 1 thread "
                         "cut the slider update p95 from 662 ms to 46 ms)")
     return p.parse_args(argv)
 
 
+def upload_limits(args: argparse.Namespace) -> UploadLimits:
+    return dataclasses.replace(DEFAULT_LIMITS, max_extracted_bytes=args.upload_limit_mb * MB,
+                               max_member_bytes=args.upload_file_limit_mb * MB, max_files=args.upload_max_files)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    root = Path(__file__).resolve().parent
+    ws = Workspace.at(args.data_dir, root)
+    try:
+        auth = read_auth(args.auth_file, os.environ)
+        check_exposure(args, auth)
+        folders = allowed_dirs(ws, args.allow_dir)
+    except StartError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    root = Path(__file__).resolve().parent
-    demo, _ = create_app(Workspace.at(args.data_dir, root), args.checkpoint)
-    demo.queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                                   **launch_kwargs(root))
+    with private_temp_dir() as tmp, exit_on_sigterm():
+        ws.audio_root = tmp / "audio"
+        demo, _ = create_app(ws, args.checkpoint, allowed_dirs=folders, upload_limits=upload_limits(args))
+        demo.queue(**QUEUE).launch(server_name=args.host, server_port=args.port, share=args.share,
+                                   auth=auth or None, **launch_kwargs(root))
     return 0
 
 

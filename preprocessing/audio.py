@@ -20,6 +20,8 @@ from .errors import UserError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 SILENCE_PEAK = 1e-4  # below -80 dBFS a clip counts as silent
+MAX_FILE_S = 3600.0  # longest audio file read: an hour of 48 kHz stereo is 1.4 GB of float32 while it loads
+MAX_CHANNELS = 64
 
 
 class AudioError(UserError):
@@ -67,7 +69,15 @@ def load_audio(path: str | Path, sample_rate: int, min_samples: int = 1) -> np.n
     if size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
+        info = sf.info(str(path))
+        if info.channels > MAX_CHANNELS or info.frames > MAX_FILE_S * info.samplerate:
+            seconds = info.frames / max(info.samplerate, 1)
+            raise AudioError(path, f"too large: {info.channels} channels, {seconds:.0f} s; the limits"
+                                   f" are {MAX_CHANNELS} channels and {MAX_FILE_S / 60:.0f} minutes a file: "
+                                   "split it into shorter files")
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as e:  # soundfile raises several types for undecodable input
         raise AudioError(path, f"not readable as audio ({str(e).strip() or type(e).__name__})") from None
     if data.size == 0:

@@ -9,6 +9,7 @@ was trained on.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -29,6 +30,20 @@ C = TypeVar("C", bound="DictConfig")
 
 class ConfigError(InputError):
     """A parameter is out of range; raised before any work starts."""
+
+
+# Bounds on every size a user or a file can set, checked before memory is allocated from them. Wide
+# enough for any real use: studio audio is at most 192 kHz; the study's longest clip is 5.94 s and
+# GTZAN's 30 s; Griffin-Lim converges by a few hundred iterations.
+LIMITS: dict[str, tuple[float, float]] = {
+    "sample_rate": (1000, 192_000),  # Hz
+    "duration": (0.0, 60.0),  # seconds per clip (exclusive lower bound)
+    "n_fft": (16, 16_384),  # samples
+    "hop_length": (1, 16_384),  # samples
+    "top_db": (0.0, 200.0),  # dB (exclusive lower bound)
+    "griffinlim_iters": (1, 1000),
+}
+MAX_CLIP_VALUES = 2**24  # values in one clip's spectrogram: 64 MiB of float32 (music: 512 x 256 = 2**17)
 
 
 def _from_json(tp: Any, value: Any) -> Any:
@@ -128,15 +143,26 @@ class SpectrogramConfig(DictConfig):
         return (self.n_freq, self.n_frames)
 
     def validate(self) -> SpectrogramConfig:
-        """Raise :class:`ConfigError` naming the first bad parameter; return self."""
-        if self.sample_rate <= 0:
-            raise ConfigError(f"sample_rate must be positive, got {self.sample_rate}")
-        if not self.duration > 0:
-            raise ConfigError(f"duration must be positive seconds, got {self.duration}")
-        if self.n_fft < 16:
-            raise ConfigError(f"n_fft (frame) must be at least 16 samples, got {self.n_fft}")
-        if self.hop_length <= 0:
-            raise ConfigError(f"hop_length must be positive, got {self.hop_length}")
+        """Raise :class:`ConfigError` naming the first bad parameter; return self. Every size is bounded
+        (see ``LIMITS``) before anything is allocated from it."""
+        for name in ("sample_rate", "n_fft", "hop_length", "griffinlim_iters"):
+            lo, hi = LIMITS[name]
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, got {v!r}")
+        for name in ("duration", "top_db"):
+            lo, hi = LIMITS[name]
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not lo < v <= hi:  # NaN and inf fail too
+                raise ConfigError(f"{name} must be above {lo} and at most {hi}, got {v!r}")
+        if self.ref_db is not None and (isinstance(self.ref_db, bool) or not isinstance(self.ref_db, int | float)
+                                        or not math.isfinite(self.ref_db)):
+            raise ConfigError(f"ref_db must be a finite number of dB, got {self.ref_db!r}")
+        if self.n_freq * self.n_frames > MAX_CLIP_VALUES:
+            raise ConfigError(
+                f"one clip would be a {self.n_freq} x {self.n_frames} spectrogram "
+                f"({self.n_freq * self.n_frames * 4 / 2**20:.0f} MiB); the limit is {MAX_CLIP_VALUES * 4 / 2**20:.0f} "
+                "MiB a clip: use a shorter duration, a larger hop or a smaller frame")
         if self.hop_length > self.n_fft:
             raise ConfigError(
                 f"hop_length ({self.hop_length}) must not exceed the frame n_fft ({self.n_fft})"
@@ -152,10 +178,6 @@ class SpectrogramConfig(DictConfig):
             raise ConfigError(f"windowing must be one of {WINDOWINGS}, got {self.windowing!r}")
         if self.phase not in PHASE_METHODS:
             raise ConfigError(f"phase must be one of {PHASE_METHODS}, got {self.phase!r}")
-        if not self.top_db > 0:
-            raise ConfigError(f"top_db must be positive, got {self.top_db}")
-        if self.griffinlim_iters < 1:
-            raise ConfigError(f"griffinlim_iters must be at least 1, got {self.griffinlim_iters}")
         return self
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from .config import SpectrogramConfig
+from .config import LIMITS, ConfigError, SpectrogramConfig
 
 AMIN = 1e-5  # amplitude floor before log (-100 dB), as librosa.amplitude_to_db
 
@@ -90,6 +90,9 @@ def to_audio(
     iterations); ``"zero"`` is the study's inverse STFT of the bare magnitudes.
     """
     phase = phase or cfg.phase
+    lo, hi = LIMITS["griffinlim_iters"]
+    if n_iter is not None and not (isinstance(n_iter, int | np.integer) and lo <= n_iter <= hi):
+        raise ConfigError(f"Griffin-Lim iterations must be a whole number from {lo} to {hi}, got {n_iter!r}")
     mag = db_to_amplitude(db.float())
     mag = torch.cat([mag, torch.zeros_like(mag[..., :1, :])], dim=-2)  # restore Nyquist bin
     n_frames = mag.shape[-1]

@@ -15,22 +15,30 @@ leaves a half-written store behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch
 
-from .audio import AudioError, fit_length, is_audio_path, is_silent, load_audio, peak, windows
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so a store in use is not protected from a rebuild there
+    fcntl = None  # type: ignore[assignment]
+
+from .audio import MAX_FILE_S, AudioError, fit_length, is_audio_path, is_silent, load_audio, peak, windows
 from .config import ConfigError, SpectrogramConfig
 from .errors import UserError
 from .labels import ClipLabel, assign_splits, parse_label, relative_name
@@ -38,6 +46,8 @@ from .progress import ProgressFn
 from .spectrogram import db_range, denormalise, log_spectrogram, to_audio
 
 STORE_VERSION = 1
+LOCK = "config.json"  # flock'd: shared while a run trains on the store, exclusive while it is rebuilt
+MAX_STORE_BYTES = 64 * 2**30  # default limit on a store's spectrograms (`preprocess --max-store-gb`)
 CLIP_KEYS = ("source", "offset", "label", "split", "lo", "hi")  # what every manifest entry must have
 REBUILD = "rebuild it with `sound-vae preprocess --force` (or build it again in the app), or pick another folder"
 
@@ -108,6 +118,24 @@ class Store:
     def __len__(self) -> int:
         return len(self.clips)
 
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[Store]:
+        """Keep the store from being rebuilt while in use (training): a shared lock on its ``config.json``
+        (no extra file; read-only stores too), released when the block ends or the process dies."""
+        try:
+            f = open(self.path / LOCK, "rb") if fcntl is not None else None
+        except OSError:
+            f = None
+        if f is None:
+            yield self
+            return
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PreprocessError(f"the store {self.path} is being rebuilt; try again when that ends") from None
+            yield self
+
     def indices(self, split: str | None = None) -> list[int]:
         """Clip indices of one split ("train"/"test"), or all."""
         return [i for i, c in enumerate(self.clips) if split is None or c["split"] == split]
@@ -172,8 +200,7 @@ def find_audio(inputs: str | Path | Sequence[str | Path]) -> tuple[Path, list[Pa
             files = [root]
             root = root.parent
         elif root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(root).parts))
+            files, missing = _walk(root)
         else:
             raise PreprocessError(f"input {root} does not exist")
     else:
@@ -191,6 +218,31 @@ def find_audio(inputs: str | Path | Sequence[str | Path]) -> tuple[Path, list[Pa
     if not audio:
         raise PreprocessError(f"no audio files found in {root} (looked for .wav, .flac, .ogg, .mp3, .aiff)")
     return root, audio, skipped
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Skipped]]:
+    """(files, what was left out with its reason) under ``root``, hidden names skipped. Unreadable folders,
+    broken or looping links and links to folders (not followed: they could lead outside the folder given,
+    or round in a loop) are reported rather than silently dropped."""
+    files: list[Path] = []
+    left_out: list[Skipped] = []
+
+    def unreadable(e: OSError) -> None:
+        left_out.append(Skipped(str(e.filename), f"cannot read folder ({e.strerror or e})"))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for d in [d for d in dirs if (here / d).is_symlink()]:
+            dirs.remove(d)
+            left_out.append(Skipped(str(here / d), "a link to a folder, not followed: give the folder itself"))
+        for name in sorted(n for n in names if not n.startswith(".")):
+            path = here / name
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink():
+                left_out.append(Skipped(str(path), "a broken or looping link"))
+    return sorted(files), left_out
 
 
 def fingerprint(cfg: SpectrogramConfig, root: Path, files: list[Path], test_fraction: float) -> str:
@@ -211,13 +263,17 @@ def build_store(
     progress: ProgressFn | None = None,
     test_fraction: float = 0.1,
     reuse: bool = True,
+    max_bytes: int = MAX_STORE_BYTES,
 ) -> StoreSummary:
     """Preprocess audio files into a store at ``output``; return its summary.
 
     Files that cannot be used are skipped with a reason (see ``StoreSummary.skipped``). Raises
-    :class:`PreprocessError` when there is no audio at all or no file is usable.
+    :class:`PreprocessError` when there is no audio at all or no file is usable, when the store would
+    exceed ``max_bytes`` or the free disk space (estimated from the files' headers before any work), or
+    while a training run holds the store at ``output`` (see :meth:`Store.hold`).
     """
     cfg.validate()
+    check_test_fraction(test_fraction)
     output = Path(output)
     if output.name in ("", ".."):  # "." or "..": a folder name for the temporary sibling
         output = Path(os.path.abspath(output))
@@ -227,12 +283,87 @@ def build_store(
         fp = fingerprint(cfg, root, files, test_fraction)
         if reuse and (reused := _reusable(output, fp)) is not None:
             return reused
-        _write_store(root, files, skipped, output, cfg, fp, progress, test_fraction)
+        check_store_size(files, cfg, output, max_bytes)
+        _remove_stale_tmp(output)
+        with _exclusive(output):
+            _write_store(root, files, skipped, output, cfg, fp, progress, test_fraction)
     except OSError as e:  # an unwritable or full disk, a folder in the way, an input file gone meanwhile
         where = f": {e.filename}" if e.filename else ""
         raise PreprocessError(f"cannot build the store {output} ({e.strerror or e}{where}); check that its "
                               "folder is writable and has free space, or choose another output") from None
     return Store(output).summary()
+
+
+def check_test_fraction(fraction: float) -> float:
+    """``fraction`` when it is a share of files to hold out for testing, else :class:`ConfigError`."""
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+        raise ConfigError(f"test fraction must be a number from 0 (no test split) to below 1, got {fraction!r}")
+    return fraction
+
+
+def check_store_size(files: list[Path], cfg: SpectrogramConfig, output: Path, max_bytes: int = MAX_STORE_BYTES) -> int:
+    """The estimated size of the store (bytes) from the files' durations (headers only); raises
+    :class:`PreprocessError` when it is over ``max_bytes`` or does not fit on the disk of ``output``
+    (building briefly needs twice the size: raw spectrograms, then the normalised ones)."""
+    clips = 0
+    for path in files:
+        try:
+            info = sf.info(str(path))
+            seconds = info.frames / info.samplerate if info.samplerate > 0 else 0.0
+        except Exception:  # unreadable headers are skipped later with their reason
+            seconds = 0.0
+        clips += 1 if cfg.windowing == "first" else max(1, math.floor(min(seconds, MAX_FILE_S) / cfg.duration + 0.5))
+    size = clips * cfg.n_freq * cfg.n_frames * 4
+    what = f"about {size / 2**30:.2f} GiB ({clips:,} clips of {cfg.n_freq} x {cfg.n_frames})"
+    if size > max_bytes:
+        raise PreprocessError(f"this store would take {what}; the limit is {max_bytes / 2**30:.0f} GiB. Raise it with "
+                              "`sound-vae preprocess --max-store-gb N`, or use fewer files, a shorter duration or a "
+                              "larger hop")
+    parent = next(p for p in (output.absolute(), *output.absolute().parents) if p.exists())
+    free = shutil.disk_usage(parent).free
+    if 2 * size > free:
+        raise PreprocessError(f"this store would take {what} and building it needs twice that, but {parent} has "
+                              f"{free / 2**30:.2f} GiB free; free some space or choose another output")
+    return size
+
+
+def _remove_stale_tmp(output: Path) -> None:
+    """Remove temporary siblings (``.<name>.tmp-<pid>``) left by builds that were killed."""
+    for tmp in output.parent.glob(f".{output.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _exclusive(output: Path) -> Iterator[None]:
+    """Hold the store at ``output`` exclusively while it is replaced; :class:`PreprocessError` when a
+    training run holds it (:meth:`Store.hold`). Nothing to hold when there is no store yet."""
+    lock = output / LOCK
+    try:
+        f = open(lock, "rb") if fcntl is not None else None
+    except OSError:  # no store there yet
+        f = None
+    if f is None:
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PreprocessError(f"the store {output} is in use by a training run; wait for it to end or stop it, "
+                                  "or build the new store under another name") from None
+        yield
 
 
 def _refuse_non_store(output: Path) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from vae.checkpoint import Checkpoint
-from vae.latents import LatentStats, prior_stats
+from vae.latents import LatentStats, LatentStatsError, prior_stats
 
 from .jobs import TrainingJobs
-from .wording import NO_STATS
+from .uploads import DEFAULT_LIMITS, UploadLimits
+from .wording import NO_STATS, damaged_stats
 from .workspace import Workspace
 
 log = logging.getLogger("sound-vae-app")
@@ -18,9 +20,13 @@ log = logging.getLogger("sound-vae-app")
 class Studio:
     """The state behind the page: one :class:`Workspace` and one training-job manager."""
 
-    def __init__(self, workspace: Workspace, jobs: TrainingJobs | None = None, checkpoint: str | None = None):
+    def __init__(self, workspace: Workspace, jobs: TrainingJobs | None = None, checkpoint: str | None = None,
+                 allowed_dirs: Sequence[Path] | None = None, upload_limits: UploadLimits = DEFAULT_LIMITS):
         self.ws = workspace
         self.jobs = jobs or TrainingJobs()
+        # the server folders the Dataset tab may read (None: any; app.py always gives them), and upload bounds
+        self.allowed_dirs = None if allowed_dirs is None else [Path(d) for d in allowed_dirs]
+        self.upload_limits = upload_limits
         if checkpoint and not Path(checkpoint, "config.json").is_file():
             log.warning("--checkpoint %s is not a checkpoint folder; ignoring it", checkpoint)
             checkpoint = None
@@ -42,7 +48,10 @@ class Studio:
     def model(self, ckpt: str | None) -> tuple[Checkpoint, LatentStats, str]:
         """The checkpoint, its latent statistics (the prior's axes when it has none) and a note."""
         ck = self.ws.load(ckpt)
-        stats = self.ws.latent_stats(ckpt)
+        try:
+            stats = self.ws.latent_stats(ckpt)
+        except LatentStatsError as e:  # still explorable: along the prior's axes, saying why
+            return ck, prior_stats(ck.model_cfg.latent_shape), damaged_stats(str(e))
         if stats is None:
             return ck, prior_stats(ck.model_cfg.latent_shape), NO_STATS
         return ck, stats, ""

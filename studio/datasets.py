@@ -6,8 +6,11 @@ so a store's clips can still be played from their source files later.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +42,22 @@ def list_stores(root: str | Path) -> list[Path]:
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
                   and (p / "config.json").is_file() and (p / "manifest.json").is_file())
+
+
+def store_problem(path: str | Path) -> str:
+    """What is wrong with the store at ``path`` judging by its config.json (cheap: the manifest and the
+    spectrograms are not read), or "" when it looks usable."""
+    config = Path(path) / "config.json"
+    try:
+        meta = json.loads(config.read_text(encoding="utf-8"))
+        SpectrogramConfig.from_dict(meta["spectrogram"])
+    except OSError as e:
+        return f"cannot read {config.name} ({e.strerror or e})"
+    except ValueError as e:  # not JSON, not UTF-8, or bad parameters (ConfigError)
+        return f"{config.name} is damaged ({str(e).splitlines()[0][:80]})"
+    except (KeyError, TypeError):
+        return f"{config.name} has no spectrogram parameters"
+    return ""
 
 
 def preset_fields(name: str) -> dict[str, object]:
@@ -73,37 +92,93 @@ def spectrogram_config(preset_name: str, sample_rate: float | None = None, durat
     )
 
 
+def server_folder(folder: str | Path, allowed_roots: Sequence[str | Path] | None = None) -> Path:
+    """The server folder a user typed, checked before anything in it is read: not blank, inside one of
+    ``allowed_roots`` once links and ``..`` are resolved (the resolved path is returned; any folder
+    when ``allowed_roots`` is None), and an existing folder. Raises :class:`PreprocessError`."""
+    text = str(folder).strip()
+    if not text:
+        raise PreprocessError("the folder field is empty: type the path of a folder of audio on the server, "
+                              "or upload the files instead")
+    source = Path(text).expanduser()
+    if allowed_roots is not None:
+        try:
+            real = source.resolve()
+            roots = [Path(r).expanduser().resolve() for r in allowed_roots]
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            raise PreprocessError(f"folder {text} cannot be resolved ({e})") from None
+        if not any(real == r or r in real.parents for r in roots):
+            shown = text if str(real) == text else f"{text} (that is, {real})"
+            raise PreprocessError(
+                f"folder {shown} is outside the folders this app may read ({', '.join(map(str, roots)) or 'none'}): "
+                "put the audio in one of them or upload it; whoever runs the app can allow more with "
+                f"`python app.py --allow-dir {shlex.quote(str(real))}`")
+        source = real
+    if not source.exists():
+        raise PreprocessError(f"folder {source} does not exist on the server")
+    if not source.is_dir():
+        raise PreprocessError(f"{source} is not a folder")
+    return source
+
+
 def build_named_store(
     stores_dir: str | Path, name: str, cfg: SpectrogramConfig, *, folder: str | Path | None = None,
     uploads: Sequence[str | Path] | None = None, uploads_dir: str | Path | None = None,
     progress: ProgressFn | None = None, limits: UploadLimits = DEFAULT_LIMITS,
+    allowed_roots: Sequence[str | Path] | None = None,
 ) -> tuple[StoreSummary, list[tuple[str, str]]]:
     """Build the store ``stores_dir/name`` from a server folder or from uploaded files/zips.
 
-    Exactly one of ``folder`` and ``uploads`` is used. Uploads are staged (bounded, zip-safe) into
-    ``uploads_dir/name``. Returns ``(summary, refused uploads)``; raises :class:`ConfigError`,
-    :class:`~preprocessing.uploads.UploadError` or :class:`PreprocessError` with a readable message.
+    Exactly one of ``folder`` and ``uploads`` is used; a folder must lie inside ``allowed_roots``
+    (when given; see :func:`server_folder`). Uploads are staged (bounded, zip-safe) into
+    ``uploads_dir/name``; if the build fails they are removed and an earlier build's files put back.
+    Returns ``(summary, refused uploads)``; raises :class:`ConfigError`,
+    :class:`~studio.uploads.UploadError` or :class:`PreprocessError` with a readable message.
     """
     name = check_name(name)
     out = Path(stores_dir) / name
-    refused: list[tuple[str, str]] = []
     if uploads:
         if uploads_dir is None:
             raise ConfigError("uploads_dir is needed to keep uploaded audio")
-        staged = Path(uploads_dir) / name
-        if staged.exists():
-            shutil.rmtree(staged)
-        source, refused = stage_uploads(list(uploads), staged, limits)
-    elif folder:
-        source = Path(str(folder).strip()).expanduser()
-        if not source.exists():
-            raise PreprocessError(f"folder {source} does not exist on the server")
-        if not source.is_dir():
-            raise PreprocessError(f"{source} is not a folder")
-    else:
+        return _build_from_uploads(list(uploads), Path(uploads_dir) / name, out, cfg, progress, limits)
+    if folder is None:
         raise PreprocessError("choose a source: a folder on the server, or upload audio files or a zip")
-    summary = build_store(source, out, cfg, progress=progress)
-    return summary, refused
+    source = server_folder(folder, allowed_roots)
+    return build_store(source, out, cfg, progress=progress), []
+
+
+_building: set[Path] = set()  # upload folders being staged or built now
+_building_lock = threading.Lock()
+
+
+def _build_from_uploads(uploads: list[str | Path], staged: Path, out: Path, cfg: SpectrogramConfig,
+                        progress: ProgressFn | None,
+                        limits: UploadLimits) -> tuple[StoreSummary, list[tuple[str, str]]]:
+    """Stage ``uploads`` into ``staged`` and build ``out`` from them. The files of an earlier build wait
+    beside it (``.previous-<name>``) until the new store is built: removed then, put back if anything fails."""
+    key = staged.resolve()
+    with _building_lock:
+        if key in _building:
+            raise PreprocessError(f"store {out.name} is being built from an upload already; wait for it to finish")
+        _building.add(key)
+    previous = staged.with_name(f".previous-{staged.name}")
+    try:
+        shutil.rmtree(previous, ignore_errors=True)  # left by a build that was killed
+        if staged.exists():
+            staged.rename(previous)
+        try:
+            source, refused = stage_uploads(uploads, staged, limits)
+            summary = build_store(source, out, cfg, progress=progress)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            if previous.exists():
+                previous.rename(staged)
+            raise
+        shutil.rmtree(previous, ignore_errors=True)
+        return summary, refused
+    finally:
+        with _building_lock:
+            _building.discard(key)
 
 
 def summary_tables(summary: StoreSummary,

@@ -1,10 +1,14 @@
-"""Training in the background: one job at a time, observable from any page and any reload.
+"""Training in the background: one job at a time, observable from any page, any reload and any restart.
 
-The :class:`TrainingJobs` manager runs :func:`vae.train.train` in a thread and records what the
-event generator reports (progress, per-epoch history, the latest preview). The app polls
-:meth:`TrainingJobs.snapshot`, so a page reload simply reads the state again: nothing about the
-job lives in a browser session. Stop sets a :class:`threading.Event`; the training loop then saves
-``<run>/last`` and ends, and :meth:`TrainingJobs.resume` continues from there.
+By default the :class:`TrainingJobs` manager starts each job as its own process, ``python -m vae train``
+(:mod:`studio.train_process`: lower priority, its own thread count), and follows the event log that
+process writes in the run folder (:mod:`vae.events`); with a ``train_fn`` it runs that generator in a
+thread of the app instead (the tests' scripted loops). Either way it records what training reports
+(progress, per-epoch history, the latest preview). The app polls :meth:`TrainingJobs.snapshot`, so a
+page reload simply reads the state again: nothing about the job lives in a browser session, and
+:meth:`TrainingJobs.attach` finds a run still training after the app restarts. Stop sends SIGTERM (or sets
+a :class:`threading.Event`); training then saves ``<run>/last`` and ends, and :meth:`TrainingJobs.resume`
+continues from there. A crashed training process is a job in the "error" state, never a crashed app.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ from preprocessing.errors import UserError
 from preprocessing.spectrogram import denormalise, to_audio
 from preprocessing.store import PreprocessError, Store
 from vae.checkpoint import CheckpointConfig, CheckpointError, load_config
-from vae.train import RunConfig, TrainEvent, resolve_configs, train
+from vae.events import EVENTS, EventReader, lock_holder, to_event
+from vae.train import STOP_REQUESTED, RunConfig, TrainEvent, resolve_configs
+
+from .train_process import LOG, NICE, AdoptedProcess, TrainProcess, command, default_threads
 
 log = logging.getLogger(__name__)
 JobStatus = Literal["idle", "running", "stopping", "done", "stopped", "error"]
 TrainFn = Callable[..., Iterator[TrainEvent]]
+Process = TrainProcess | AdoptedProcess
 
 
 class JobBusy(UserError):
@@ -75,6 +83,7 @@ class JobState:
     preview_version: int = 0
     message: str = ""
     error: str = ""
+    pid: int = 0  # the training process (0: in this process, or not known)
     version: int = 0  # increases with every change, so pollers can skip redraws
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -148,51 +157,116 @@ class _Previews:
 
 
 class TrainingJobs:
-    """Runs at most one training job at a time in a background thread."""
+    """Runs at most one training job at a time: as its own process (``train_fn`` None, the app's default;
+    ``threads``: its torch threads, default :func:`~studio.train_process.default_threads`; ``nice``: added
+    to its niceness), or, with ``train_fn``, in a background thread (tests)."""
 
-    def __init__(self, train_fn: TrainFn = train, step_every_s: float = 0.25):
+    def __init__(self, train_fn: TrainFn | None = None, step_every_s: float = 0.25, *, threads: int | None = None,
+                 nice: int = NICE, poll_s: float = 0.25):
         self._train_fn = train_fn
         self._lock = threading.Lock()
         self._state = JobState()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._step_every_s = step_every_s  # step events are frequent; record at most this often
+        self._proc: Process | None = None
+        self._started = False  # the process has logged its start: its signal handlers are in place
+        self._step_every_s = step_every_s  # in a thread, step events are frequent; record at most this often
+        self._threads, self._nice, self._poll_s = threads, nice, poll_s
 
     # ----- control -----
 
     def start(self, data: str | Path, output: str | Path, resume: bool = False, arch: str = "default",
-              **overrides: Any) -> JobState:
+              processes: int = 1, **overrides: Any) -> JobState:
         """Start training ``data`` into ``output`` in the background (continuing ``output/last`` with
-        ``resume``). Bad hyperparameters, store or device raise here, before the job starts; a running
-        job raises :class:`JobBusy`."""
+        ``resume``; ``processes`` > 1: through torchrun). Bad hyperparameters, store or device raise here,
+        before the job starts; a running job raises :class:`JobBusy`."""
         data, output = Path(data), Path(output)
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                s = self._state
-                raise JobBusy(f"a training job is already running ({s.run}, epoch {s.epoch}/{s.epochs}); "
-                              "only one runs at a time: stop it or wait for it to finish")
+            self._check_free(output)
+            if processes < 1 or (processes > 1 and self._train_fn is not None):
+                raise ConfigError(f"processes must be 1, or more for a training process, got {processes}")
             last = load_config(output / "last") if resume else None
             cfg = resolve_configs(Store(data), arch, last=last, **overrides)  # checks the device, once
             if last is not None and cfg.train.epochs <= cfg.epochs_done:
                 raise ConfigError(f"{output.name} has already trained {cfg.epochs_done} epochs: "
                                   f"set Epochs above {cfg.epochs_done} to continue")
+            state = self._initial_state(data, output, cfg, last, overrides)
             self._stop = threading.Event()
-            self._state = self._initial_state(data, output, cfg, last, overrides)
-            self._thread = threading.Thread(target=self._run, args=(data, output, cfg, resume, self._stop),
-                                            name=f"train-{output.name}", daemon=True)
+            if self._train_fn is None:
+                self._thread = self._launch(data, output, resume, arch, processes, overrides)
+                state.pid = self._proc.pid
+            else:
+                self._proc = None
+                self._thread = threading.Thread(target=self._run, args=(data, output, cfg, resume, self._stop),
+                                                name=f"train-{output.name}", daemon=True)
+            self._state = state
             self._thread.start()
             return copy.deepcopy(self._state)
+
+    def _check_free(self, output: Path) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            s = self._state
+            raise JobBusy(f"a training job is already running ({s.run}, epoch {s.epoch}/{s.epochs}); "
+                          "only one runs at a time: stop it or wait for it to finish")
+        pid = lock_holder(output)
+        if pid is not None:
+            raise JobBusy(f"{output.name} is being trained by another process (pid {pid}); stop it or wait for it")
+
+    def _launch(self, data: Path, output: Path, resume: bool, arch: str, processes: int,
+                overrides: dict[str, Any]) -> threading.Thread:
+        """Start the training process; the thread that follows its log (not started)."""
+        threads = self._threads or default_threads()
+        log = output / EVENTS
+        reader = EventReader(output, offset=log.stat().st_size if log.is_file() else 0)
+        self._proc = TrainProcess(command(data, output, arch, resume, threads, processes, overrides), output,
+                                  threads, self._nice)
+        self._started = False
+        return threading.Thread(target=self._watch, args=(self._proc, reader, data, []), name=f"watch-{output.name}",
+                                daemon=True)
 
     def _initial_state(self, data: Path, output: Path, cfg: RunConfig, last: CheckpointConfig | None,
                        overrides: dict[str, Any]) -> JobState:
         name, done, epochs = output.name, cfg.epochs_done, cfg.train.epochs
-        history = [{"epoch": h["epoch"], "train": h["train"], "val": h.get("val") or {}}
-                   for h in (last.meta.get("history", []) if last else [])]
+        history = _history(last.meta.get("history", []) if last else [])
         message = (f"Resuming {name} from epoch {done} to {epochs}" if last
                    else f"Starting {name}: {epochs} epoch{'s' if epochs != 1 else ''}")
         return JobState(status="running", run=name, output=str(output), data=str(data), resumed=last is not None,
                         epoch=done, epochs=epochs, history=history, params=dict(overrides), message=message,
                         version=self._state.version + 1, preview_version=self._state.preview_version)
+
+    def attach(self, runs_dir: str | Path) -> JobState:
+        """Follow a training process still running on a run in ``runs_dir`` (after a restart of the app;
+        the newest if several), or, when none runs, show the newest run's last state from its log. Does
+        nothing while a job of this manager runs."""
+        logs = []
+        for log in Path(runs_dir).glob(f"*/{EVENTS}"):
+            try:
+                logs.append((log.stat().st_mtime, log.parent))
+            except OSError:
+                continue
+        runs = [run for _, run in sorted(logs, reverse=True)]
+        with self._lock:
+            if not runs or (self._thread is not None and self._thread.is_alive()):
+                return copy.deepcopy(self._state)
+            live = [(run, pid) for run in runs if (pid := lock_holder(run)) is not None]
+            run, pid = live[0] if live else (runs[0], 0)
+            reader = EventReader(run, from_last_start=True)
+            first = reader.read()
+            start = first[0] if first and first[0]["kind"] == "start" else {}
+            history = _history(start.get("history") or [])
+            self._state = JobState(status="running", run=run.name, output=str(run), data=str(start.get("data", "")),
+                                   resumed=bool(start.get("resume")), epoch=history[-1]["epoch"] if history else 0,
+                                   history=history, pid=pid, message=f"{run.name}: re-attached, reading its log",
+                                   version=self._state.version + 1, preview_version=self._state.preview_version)
+            self._stop, self._started = threading.Event(), True
+            self._proc = AdoptedProcess(run, pid)
+            self._thread = threading.Thread(target=self._watch, args=(self._proc, reader, Path(self._state.data),
+                                                                      first), name=f"watch-{run.name}", daemon=True)
+            if live:
+                self._thread.start()
+        if not live:  # a finished run: its log is read to the end at once
+            self._thread.run()
+        return self.snapshot()
 
     def resume(self, output: str | Path, **overrides: Any) -> JobState:
         """Continue the run in ``output`` from ``output/last`` on the store it was trained on."""
@@ -214,12 +288,14 @@ class TrainingJobs:
             self._stop.set()
             self._state.status = "stopping"
             self._state.version += 1
+            if self._proc is not None and self._started:  # else: as soon as it has logged its start
+                self._proc.terminate()
             return True
 
     def wait(self, timeout: float | None = None) -> JobState:
-        """Block until the job's thread ends (for tests and scripts); return the final state."""
+        """Block until the job ends (for tests and scripts: its thread, and so its process); the final state."""
         t = self._thread
-        if t is not None:
+        if t is not None and t.ident is not None:
             t.join(timeout)
         return self.snapshot()
 
@@ -241,6 +317,7 @@ class TrainingJobs:
             self._state.version += 1
 
     def _run(self, data: Path, output: Path, cfg: RunConfig, resume: bool, stop: threading.Event) -> None:
+        """Thread mode: drive ``train_fn`` here."""
         last_step = 0.0
         try:
             previews = _Previews(data)
@@ -265,6 +342,52 @@ class TrainingJobs:
             log.error("training job failed:\n%s", traceback.format_exc())
             self._update(status="error", error=f"unexpected {type(e).__name__} (a bug; the console log has details)",
                          current=None)
+
+    def _watch(self, proc: Process, reader: EventReader, data: Path, first: list[dict[str, Any]]) -> None:
+        """Process mode: follow the log until the process ends. A process that ends without a final
+        record (killed, crashed) is an error, explained by its exit and the end of its log."""
+        previews: list[_Previews | None] = []  # made at the first preview: the store may be gone
+        final, records = False, first
+        try:
+            while True:
+                ended = proc.ended()  # before reading: what it wrote before it ended is read next
+                for rec in [*records, *reader.read()]:
+                    final = self._record(rec, proc, data, previews) or final
+                records = []
+                if ended:
+                    break
+                time.sleep(self._poll_s)
+            if not final:
+                self._update(status="error", error=proc.failure(), current=None)
+        except Exception as e:  # a bug here: keep the app alive
+            log.error("following the training log failed:\n%s", traceback.format_exc())
+            self._update(status="error", error=f"unexpected {type(e).__name__} (a bug; the console log has details)",
+                         current=None)
+
+    def _record(self, rec: dict[str, Any], proc: Process, data: Path, previews: list[_Previews | None]) -> bool:
+        """Apply one log record to the state; True for a final one (done, stopped, error)."""
+        kind = rec["kind"]
+        if kind == "start":
+            with self._lock:
+                self._started = True
+                if self._stop.is_set():  # Stop was pressed while the process started up
+                    proc.terminate()
+            return False
+        if kind == "error":
+            error = (str(rec.get("error")) if rec.get("user") else
+                     f"unexpected {rec.get('type', 'error')} in training (a bug; {proc.run / LOG} has the details)")
+            self._update(status="error", error=error, current=None)
+            return True
+        if kind not in ("step", "epoch", "done", "stopped"):
+            return False
+        ev = to_event(rec, proc.run)
+        if kind == "step":
+            self._on_step(ev)
+        elif kind == "epoch":
+            self._on_epoch(ev, _preview_of(ev, data, previews))
+        else:
+            self._on_end(ev, requested=ev.message.startswith(STOP_REQUESTED))
+        return kind in ("done", "stopped")
 
     def _on_step(self, ev: TrainEvent) -> None:
         self._update(epoch=ev.epoch, epochs=ev.epochs, step=ev.step, steps=ev.steps, samples_per_s=ev.samples_per_s,
@@ -291,6 +414,24 @@ class TrainingJobs:
         self._update(status="done" if done else "stopped", epoch=ev.epoch, epochs=ev.epochs,
                      step=0 if done or ev.step >= ev.steps else ev.step, steps=ev.steps, elapsed_s=ev.elapsed_s,
                      current=None, message=message, eta_s=0.0)
+
+
+def _history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The loss history of a checkpoint or a start record, as the job shows it."""
+    return [{"epoch": h["epoch"], "train": h["train"], "val": h.get("val") or {}} for h in history]
+
+
+def _preview_of(ev: TrainEvent, data: Path, previews: list[_Previews | None]) -> JobPreview | None:
+    """``ev``'s preview as a :class:`JobPreview` (``previews`` caches the store's settings; None when the
+    store cannot be read)."""
+    if ev.preview is None:
+        return None
+    if not previews:
+        try:
+            previews.append(_Previews(data))
+        except UserError:
+            previews.append(None)
+    return previews[0](ev) if previews[0] is not None else None
 
 
 def preview_audio(preview: JobPreview | None,

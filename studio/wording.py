@@ -16,6 +16,11 @@ NO_STATS = ("This checkpoint has no latent statistics (latents.safetensors), so 
             "prior's first axes instead of the directions real sounds vary along.")
 
 
+def damaged_stats(problem: str) -> str:
+    """The Explore note for a checkpoint whose latents.safetensors cannot be used."""
+    return f"The latent statistics cannot be used ({problem}), so the sliders follow the prior's first axes."
+
+
 def metrics_markdown(c: Comparison) -> str:
     """The reconstruction's figures next to those of the phase method alone, with how to read them."""
     iters = f" with {c.n_iter} Griffin-Lim iterations" if c.phase == "griffinlim" else " (zero phase)"

@@ -21,11 +21,30 @@ import numpy as np
 from preprocessing.audio import AUDIO_EXTENSIONS, save_wav
 from preprocessing.config import PRESETS
 from preprocessing.errors import InputError
-from vae.checkpoint import Checkpoint, CheckpointError, find_checkpoints, load_checkpoint, read_config
-from vae.latents import LatentStats, load_latent_stats
+from vae.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    find_checkpoints,
+    load_checkpoint,
+    load_config,
+    read_config,
+    resumable,
+)
+from vae.events import lock_holder
+from vae.latents import LatentStats, LatentStatsError, load_latent_stats
 
-from .datasets import APP_PRESETS, check_name, list_stores
+from .datasets import APP_PRESETS, check_name, list_stores, store_problem
 from .plots import safe_name, save_png
+
+
+def _short(message: str, limit: int = 120) -> str:
+    """The first line of an error message, cut to ``limit`` characters (for a picker label)."""
+    text = message.strip().splitlines()[0] if message.strip() else "unknown problem"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _broken_note(problem: str) -> str:
+    return f" (broken: {problem})" if problem else ""
 
 
 @dataclass
@@ -72,32 +91,33 @@ class Workspace:
     # ----- listing (called on every tab visit, so it must stay cheap) -----
 
     def stores(self) -> list[tuple[str, str]]:
-        """(name, path) of every store in ``stores_dir``."""
-        return [(p.name, str(p)) for p in list_stores(self.stores_dir)]
+        """(name, path) of every store in ``stores_dir``; a store whose config cannot be read is named
+        "<name> (broken: <reason>)", so it shows up with what is wrong instead of taking a listing down."""
+        return [(p.name + _broken_note(store_problem(p)), str(p)) for p in list_stores(self.stores_dir)]
 
     def checkpoints(self) -> list[tuple[str, str]]:
-        """(display name, path) of shipped checkpoints then app-trained runs."""
-        out = []
-        for d in find_checkpoints(self.checkpoints_dir):
-            out.append((f"{d.relative_to(self.checkpoints_dir).as_posix()} (shipped)", str(d)))
-        for d in find_checkpoints(self.runs_dir):
-            out.append((f"{d.relative_to(self.runs_dir).as_posix()} (trained here{self._epoch_note(d)})", str(d)))
-        return out
+        """(display name, path) of shipped checkpoints then app-trained runs; a checkpoint whose config
+        cannot be read or does not fit is listed as "(broken: <reason>)" (picking it shows the full error)."""
+        shipped = [(f"{d.relative_to(self.checkpoints_dir).as_posix()} (shipped{self._note(d, epoch=False)})", str(d))
+                   for d in find_checkpoints(self.checkpoints_dir)]
+        return shipped + [(f"{d.relative_to(self.runs_dir).as_posix()} (trained here{self._note(d)})", str(d))
+                          for d in find_checkpoints(self.runs_dir)]
 
     @staticmethod
-    def _epoch_note(d: Path) -> str:
+    def _note(d: Path, epoch: bool = True) -> str:
+        """", epoch N" for a readable checkpoint config, "; broken: <reason>" for one that is not."""
         try:
-            meta = read_config(d).get("meta", {})
-            return f", epoch {meta['epoch']}" if "epoch" in meta else ""
-        except (CheckpointError, OSError):
-            return ""
+            meta = load_config(d).meta
+        except CheckpointError as e:
+            return f"; broken: {_short(str(e).replace(f'{d}/', ''))}"
+        n = meta.get("epoch")
+        return f", epoch {n}" if epoch and isinstance(n, int) else ""
 
     def resumable_runs(self) -> list[tuple[str, str]]:
         """(name, path) of runs with a ``last/`` state that training can resume from."""
         if not self.runs_dir.is_dir():
             return []
-        return [(p.name, str(p)) for p in sorted(self.runs_dir.iterdir())
-                if (p / "last" / "training_state.pt").is_file()]
+        return [(p.name, str(p)) for p in sorted(self.runs_dir.iterdir()) if p.is_dir() and resumable(p)]
 
     def default_checkpoint(self) -> str | None:
         """``checkpoints/digits`` when shipped, else the first checkpoint found, else None."""
@@ -168,9 +188,11 @@ class Workspace:
         """``runs_dir/name`` for a new run; refuses names that exist (resume those instead)."""
         name = check_name(name, "run")
         path = self.runs_dir / name
-        if path.exists() and any(path.iterdir()):
+        if lock_holder(path) is not None:
+            raise InputError(f"a run named {name!r} is training now; choose another name")
+        if resumable(path) or (path / "config.json").exists():  # a folder with nothing saved can start again
             raise InputError(f"a run named {name!r} already exists in {self.runs_dir}; "
-                                  "choose another name, or pick it under Resume")
+                             "choose another name, or pick it under Resume")
         return path
 
     # ----- loading, cached -----
@@ -183,10 +205,14 @@ class Workspace:
         return self._entry(path)[1]
 
     def latent_stats(self, path: str | Path) -> LatentStats | None:
-        """The checkpoint's saved latent statistics (``latents.safetensors``), or None."""
-        return self._entry(path)[2]
+        """The checkpoint's saved latent statistics (``latents.safetensors``), or None; raises
+        :class:`LatentStatsError` when that file is damaged (loading the model itself does not)."""
+        stats = self._entry(path)[2]
+        if isinstance(stats, LatentStatsError):
+            raise stats
+        return stats
 
-    def _entry(self, path: str | Path) -> tuple[tuple[int, int], Checkpoint, LatentStats | None]:
+    def _entry(self, path: str | Path) -> tuple[tuple[int, int], Checkpoint, LatentStats | LatentStatsError | None]:
         p = Path(path)
         weights = p / "model.safetensors"
         latents = p / "latents.safetensors"
@@ -201,7 +227,10 @@ class Workspace:
                 self._cache.move_to_end(key)
                 return hit
         ck = load_checkpoint(p, "cpu")
-        stats = load_latent_stats(p)
+        try:  # kept, not raised: Reconstruct needs only the model; Explore says what is wrong
+            stats: LatentStats | LatentStatsError | None = load_latent_stats(p, ck.model_cfg.latent_shape)
+        except LatentStatsError as e:
+            stats = e
         entry = (stamp, ck, stats)
         with self._lock:
             self._cache[key] = entry

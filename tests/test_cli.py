@@ -215,3 +215,41 @@ def test_a_bug_shows_its_traceback_in_a_subprocess(tmp_path):
     assert run.returncode == 1
     assert "Traceback" in run.stderr and run.stderr.strip().endswith("KeyError: 'a bug'")
     assert "error: " not in run.stderr
+
+
+def test_a_full_disk_anywhere_is_one_error_line(cli_run, tmp_path, capsys, monkeypatch):
+    """Writing reconstructions to a full disk (#12, defect 6): one line naming the file, not a traceback;
+    other OS errors stay bugs."""
+    import errno
+
+    import vae.cli as cli
+
+    _, ck = cli_run
+    write_wav(tmp_path / "in" / "a.wav", tone(440, dur=0.5))
+
+    def full(path, wave, sr):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli, "save_wav", full)
+    args = ["reconstruct", "--checkpoint", str(ck), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+            "--griffinlim-iters", "2"]
+    assert main(args) == 2
+    assert _error_line(capsys.readouterr().err) == (
+        f"error: the disk is full writing {tmp_path / 'out' / 'a.wav'}; free some space (or choose another --output) "
+        "and run again")
+
+    def denied(path, wave, sr):
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(cli, "save_wav", denied)
+    with pytest.raises(OSError, match="Input/output error"):
+        main(args)
+
+
+def test_train_refuses_several_processes_until_they_train_together(cli_run, tmp_path, capsys, monkeypatch):
+    """Under torchrun with N > 1 each rank would train alone into the same folder: refused in one line."""
+    store, _ = cli_run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--data", str(store), "--output", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    assert _error_line(capsys.readouterr().err).startswith("error: training across several processes")
+    assert not (tmp_path / "run").exists()

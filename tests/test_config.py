@@ -17,7 +17,8 @@ def _raises(match: str):
 # ---- SpectrogramConfig ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("changes", [
-    {"sample_rate": 1, "duration": 16.0, "n_fft": 16, "hop_length": 1},  # 1 Hz, the smallest frame, hop 1
+    {"sample_rate": 1000, "duration": 0.016, "n_fft": 16, "hop_length": 1},  # 1 kHz, the smallest frame, hop 1
+    {"sample_rate": 192_000, "duration": 60.0, "n_fft": 16_384, "hop_length": 16_384, "griffinlim_iters": 1000},
     {"n_fft": 256, "hop_length": 256},  # hop as long as the frame
     {"duration": 0.032},  # exactly one frame: 256 samples at 8 kHz
     {"top_db": 0.5, "griffinlim_iters": 1},
@@ -28,18 +29,28 @@ def test_smallest_valid_spectrogram_parameters_are_accepted(changes):
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"sample_rate": 0}, "sample_rate must be positive, got 0"),
-    ({"duration": 0.0}, "duration must be positive seconds, got 0.0"),
-    ({"n_fft": 15, "hop_length": 4}, "n_fft (frame) must be at least 16 samples, got 15"),
-    ({"hop_length": 0}, "hop_length must be positive, got 0"),
+    ({"sample_rate": 0}, "sample_rate must be a whole number from 1000 to 192000, got 0"),
+    ({"sample_rate": 10_000_000}, "sample_rate must be a whole number from 1000 to 192000, got 10000000"),
+    ({"sample_rate": 8000.5}, "sample_rate must be a whole number from 1000 to 192000, got 8000.5"),
+    ({"duration": 0.0}, "duration must be above 0.0 and at most 60.0, got 0.0"),
+    ({"duration": float("inf")}, "duration must be above 0.0 and at most 60.0, got inf"),
+    ({"duration": float("nan")}, "duration must be above 0.0 and at most 60.0, got nan"),
+    ({"duration": 100_000.0}, "duration must be above 0.0 and at most 60.0, got 100000.0"),
+    ({"n_fft": 15, "hop_length": 4}, "n_fft must be a whole number from 16 to 16384, got 15"),
+    ({"hop_length": 0}, "hop_length must be a whole number from 1 to 16384, got 0"),
+    ({"sample_rate": 192_000, "duration": 60.0, "hop_length": 1},
+     "one clip would be a 128 x 11520001 spectrogram (5625 MiB); the limit is 64 MiB a clip: use a shorter "
+     "duration, a larger hop or a smaller frame"),
+    ({"ref_db": float("nan")}, "ref_db must be a finite number of dB, got nan"),
     ({"hop_length": 257}, "hop_length (257) must not exceed the frame n_fft (256)"),
     ({"duration": 0.0318}, "duration 0.0318s gives 254 samples, fewer than one STFT frame (256); "
                            "use a longer duration or a smaller frame"),
     ({"normalisation": "peak"}, "normalisation must be one of ('global', 'clip'), got 'peak'"),
     ({"windowing": "middle"}, "windowing must be one of ('all', 'first'), got 'middle'"),
     ({"phase": "random"}, "phase must be one of ('griffinlim', 'zero'), got 'random'"),
-    ({"top_db": -1.0}, "top_db must be positive, got -1.0"),
-    ({"griffinlim_iters": 0}, "griffinlim_iters must be at least 1, got 0"),
+    ({"top_db": -1.0}, "top_db must be above 0.0 and at most 200.0, got -1.0"),
+    ({"griffinlim_iters": 0}, "griffinlim_iters must be a whole number from 1 to 1000, got 0"),
+    ({"griffinlim_iters": 10**9}, "griffinlim_iters must be a whole number from 1 to 1000, got 1000000000"),
 ])
 def test_spectrogram_parameter_messages(changes, message):
     with _raises(message):
@@ -51,7 +62,7 @@ def test_spectrogram_replace_ignores_none_and_validates():
     assert cfg == SpectrogramConfig(n_fft=512)
     with _raises("unknown spectrogram parameters: ['bogus', 'extra']"):
         SpectrogramConfig.from_dict({**cfg.to_dict(), "extra": 1, "bogus": 2})
-    with _raises("hop_length must be positive, got 0"):
+    with _raises("hop_length must be a whole number from 1 to 16384, got 0"):
         SpectrogramConfig.from_dict({**cfg.to_dict(), "hop_length": 0})
 
 

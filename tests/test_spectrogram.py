@@ -182,3 +182,11 @@ def test_other_frame_counts_give_whole_hops(phase):
     assert db.shape == (32, 26)
     assert to_audio(db, cfg, phase=phase).shape == (25 * 32,)
     assert to_audio(db.expand(2, -1, -1), cfg, phase=phase).shape == (2, 25 * 32)
+
+
+@pytest.mark.parametrize("n_iter", [0, 1001, 10**9, 2.5])
+def test_griffinlim_iterations_are_bounded_before_any_work(n_iter):
+    """A hostile --griffinlim-iters (or a value from a file) cannot hang a reconstruction (#12, defect 7)."""
+    cfg = SpectrogramConfig()
+    with pytest.raises(ConfigError, match=r"Griffin-Lim iterations must be a whole number from 1 to 1000"):
+        to_audio(torch.zeros(cfg.n_freq, cfg.n_frames), cfg, "griffinlim", n_iter)

@@ -66,7 +66,7 @@ def test_global_config_json_is_as_before_the_temporal_fields():
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"strides": ((2, 2), (1, 2))}, "frequency strides of 1"),
-    ({"res_blocks": -1}, "res_blocks >= 0"),
+    ({"res_blocks": -1}, "res_blocks must be at least 0, got -1"),
     ({"norm": "batch"}, "norm must be 'weight' or 'group'"),
     ({"kind": "spiral"}, "kind must be one of"),
     ({"n_frames": 66}, "n_frames by 4"),

@@ -140,9 +140,9 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tiny_store, tmp_path, mo
         for ev in gen:
             if ev.kind == "epoch":
                 poisoned.set()
-    assert str(e.value) == (f"loss became nan at epoch 2, step 1; training stopped. The last good checkpoint is in "
-                            f"{tmp_path / 'last'}. Try a lower learning rate (now 0.003) or a smaller reconstruction "
-                            "weight, then --resume.")
+    assert str(e.value) == (f"loss became nan at epoch 2, step 1; training stopped. The last good state is kept in "
+                            f"{tmp_path / 'last'}: resume the run with a lower learning rate (now 0.003) or a smaller "
+                            "reconstruction weight (app: Train tab, Resume; command line: `--resume --lr ...`).")
     ck = load_checkpoint(tmp_path / "last")
     assert ck.meta["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ck.model.state_dict().values())
@@ -407,6 +407,27 @@ def test_stopped_and_resumed_run_ends_where_an_uninterrupted_one_does(tiny_store
     assert resumed[-1].val == straight[-1].val
 
 
+def test_an_epoch_stopped_part_way_records_the_mean_over_all_its_steps(tiny_store, tmp_path):
+    """Issue #12: an epoch stopped at step 2 and resumed recorded a train loss averaged over step 3 only. The
+    running sums are saved with last/, so history and step events are those of a run that never stopped. A
+    training state saved before the sums were kept still resumes (its epoch then averages the later steps)."""
+    straight = _run(tiny_store, tmp_path / "a", epochs=2)
+    stop_at_2 = lambda ev: ev.kind == "step" and (ev.epoch, ev.step) == (0, 2)  # noqa: E731
+    _run_until(tiny_store, tmp_path / "b", stop_at_2, epochs=2)
+    resumed = list(train(tiny_store.path, tmp_path / "b", resume=True))
+    history = _meta(tmp_path / "b" / "last")["history"]
+    assert [h["train"] for h in history] == [h["train"] for h in _meta(tmp_path / "a" / "last")["history"]]
+    assert [e.losses for e in resumed if e.kind == "step"] == [e.losses for e in straight if e.kind == "step"][2:]
+
+    _run_until(tiny_store, tmp_path / "c", stop_at_2, epochs=2)
+    path = tmp_path / "c" / "last" / "training_state.pt"
+    old = {k: v for k, v in torch.load(path, weights_only=True).items() if k not in ("epoch_sums", "epoch_seen")}
+    torch.save(old, path)
+    resumed = list(train(tiny_store.path, tmp_path / "c", resume=True))
+    assert _meta(tmp_path / "c" / "last")["history"][0]["train"] == resumed[0].losses  # step 3's own losses
+    assert resumed[-1].kind == "done"
+
+
 # --- events with a fake clock: rates, ETA, elapsed and training time are exact ------------------------
 
 
@@ -469,7 +490,7 @@ def test_time_limit_stop_and_resume_events_with_a_fake_clock(tiny_store, tmp_pat
     history = _meta(tmp_path / "last")["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert [h["train_time_s"] for h in history] == [0.8, 150.8]  # 0.75 and 150.75 s of training, rounded
-    assert e1.losses == r3.losses == history[0]["train"]  # the resumed epoch's mean covers the steps it ran
+    assert e1.losses == r3.losses == history[0]["train"]  # the epoch's mean so far, its steps before the stop too
     _check_event(e1, "epoch", 1, 2, 3, 3, losses=history[0]["train"], val=history[0]["val"], rate=4 / 0.25,
                  elapsed=0.25, checkpoint=out, message="")
     # the resumed run's speed covers all its steps (4 + 10 + 10 + 4 clips), not just this epoch's; from its
@@ -600,9 +621,9 @@ def test_best_checkpoint_only_on_strict_improvement(tiny_store, tmp_path, monkey
 
 def test_nan_validation_loss_message(tiny_store, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "_validate", lambda *a: {"loss": math.inf, "recon": 0.5, "kl": 0.25})
-    msg = (f"validation loss became inf after epoch 1; training stopped. The last good checkpoint is in "
-           f"{tmp_path / 'last'}. Try a lower learning rate (now 0.003) or a smaller reconstruction weight, "
-           "then --resume.")
+    # nothing was saved: the message must not point at a folder that does not exist (#12, defect 8)
+    msg = ("validation loss became inf after epoch 1; training stopped. Nothing was saved before it diverged: "
+           "start the run again with a lower learning rate (now 0.003) or a smaller reconstruction weight.")
     with pytest.raises(TrainingError) as e:
         _run(tiny_store, tmp_path, epochs=2)
     assert str(e.value) == msg

@@ -8,26 +8,31 @@ a tqdm bar on stderr; errors the user can fix (:class:`~preprocessing.errors.Use
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from preprocessing.audio import AudioError, load_audio, save_wav
 from preprocessing.config import PRESETS, ConfigError, preset
 from preprocessing.errors import InputError, UserError
 from preprocessing.progress import ProgressFn
-from preprocessing.store import build_store, find_audio
+from preprocessing.store import MAX_STORE_BYTES, Store, build_store, check_test_fraction, find_audio
 
-from .checkpoint import export_checkpoint, load_checkpoint
+from .checkpoint import export_checkpoint, load_checkpoint, load_config
 from .config import ARCHS
 from .evaluate import evaluate
+from .events import EventLog
 from .generate import decode, reconstruct_audio, sample, to_wave
-from .train import pick_device, train
+from .train import OVERRIDES, TrainEvent, pick_device, train
 
 
 def _bar(desc: str, unit: str = "file") -> tuple[tqdm, ProgressFn]:
@@ -47,39 +52,106 @@ def cmd_preprocess(a: argparse.Namespace) -> int:
         sample_rate=a.sample_rate, duration=a.duration, n_fft=a.n_fft, hop_length=a.hop,
         normalisation=a.normalisation, windowing=a.windowing, top_db=a.top_db,
     )
+    fraction, max_bytes = check_test_fraction(a.test_fraction), _max_bytes(a.max_store_gb)  # before the bar shows
     bar, update = _bar("preprocess")
     with bar:
-        summary = build_store(a.input, a.output, cfg, progress=update, test_fraction=a.test_fraction,
-                              reuse=not a.force)
+        summary = build_store(a.input, a.output, cfg, progress=update, test_fraction=fraction,
+                              reuse=not a.force, max_bytes=max_bytes)
     print(summary.to_text())
     print(f"store written to {a.output}" if not summary.reused else f"store {a.output} reused (input unchanged)")
     return 0
 
 
+TRAIN_FLAGS = {"time_limit_s": "--time-limit"}  # override -> flag, where the flag is not --name-with-dashes
+
+
+def train_argv(data: str | Path, output: str | Path, arch: str | None = None, resume: bool = False,
+               threads: int | None = None, **overrides: Any) -> list[str]:
+    """The ``train`` verb's arguments (after ``python -m vae``) for a run with these training overrides
+    (:data:`vae.train.OVERRIDES`): what the app starts, so that it runs what a user would type."""
+    unknown = sorted(set(overrides) - OVERRIDES)
+    if unknown:
+        raise ConfigError(f"unknown training parameters: {unknown}")
+    argv = ["train", "--data", str(data), "--output", str(output)]
+    argv += ["--arch", arch] if arch else []
+    argv += ["--resume"] if resume else []
+    argv += ["--threads", str(int(threads))] if threads else []
+    for key, value in overrides.items():
+        flag = TRAIN_FLAGS.get(key, "--" + key.replace("_", "-"))
+        if isinstance(value, bool):
+            argv.append(flag if value else f"--no-{flag[2:]}")
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _show(bar: tqdm, ev: TrainEvent, shown: float) -> float:
+    """Show ``ev`` on the bar (steps at most every ``bar.mininterval`` s) or as a line; when it was shown."""
+    if ev.kind != "step":
+        if ev.kind == "epoch":
+            bar.write(f"epoch {ev.epoch}/{ev.epochs}: train loss {ev.losses['loss']:.4g} "
+                      f"(recon {ev.losses['recon']:.4g}, kl {ev.losses['kl']:.3g}) | "
+                      f"val loss {ev.val['loss']:.4g} (recon {ev.val['recon']:.4g}) | "
+                      f"{ev.samples_per_s:.0f} samples/s")
+        else:
+            bar.write(f"{ev.kind}: {ev.message} (checkpoint {ev.checkpoint})")
+        return shown
+    now = time.monotonic()
+    if now - shown < bar.mininterval and ev.step != ev.steps:
+        return shown
+    bar.total = ev.steps * ev.epochs
+    bar.n = ev.epoch * ev.steps + ev.step
+    bar.set_postfix(epoch=f"{ev.epoch + 1}/{ev.epochs}", loss=f"{ev.losses['loss']:.4g}",
+                    recon=f"{ev.losses['recon']:.4g}", kl=f"{ev.losses['kl']:.3g}",
+                    sps=f"{ev.samples_per_s:.0f}", refresh=False)
+    bar.refresh()
+    return now
+
+
+def _history(output: Path, resume: bool) -> list[dict[str, Any]]:
+    """The epochs trained before, from ``output/last`` when resuming (training itself reports a bad one)."""
+    try:
+        return list(load_config(output / "last").meta.get("history", [])) if resume else []
+    except UserError:
+        return []
+
+
+def _max_bytes(gb: float) -> int:
+    if not 0 < gb < 2**40:  # NaN fails too
+        raise ConfigError(f"--max-store-gb must be a positive number of GB, got {gb}")
+    return int(gb * 2**30)
+
+
 def cmd_train(a: argparse.Namespace) -> int:
-    overrides = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "kl_weight", "recon_weight",
-                                            "seed", "device", "latent_dim", "time_limit_s", "augment",
-                                            "spectral_weight")}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    """Train, reporting on a tqdm bar and in ``OUTPUT/events.jsonl`` (:mod:`vae.events`). SIGINT (Ctrl-C)
+    and SIGTERM save ``OUTPUT/last`` and stop (their handlers are restored after); under torchrun only rank 0
+    writes the log."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would train alone and write the same folder
+        raise ConfigError("training across several processes (torchrun --nproc_per_node > 1) is not supported yet; "
+                          "run one process")
+    Store(a.data)  # a missing or damaged store is refused before the run folder and its log are made
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    overrides = {k: getattr(a, k) for k in sorted(OVERRIDES) if getattr(a, k, None) is not None}
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: save and stop cleanly
-    bar = tqdm(desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
-    with bar:
-        for ev in train(a.data, a.output, arch=a.arch, resume=a.resume, stop=stop, **overrides):
-            if ev.kind == "step":
-                bar.total = ev.steps * ev.epochs
-                bar.n = ev.epoch * ev.steps + ev.step
-                bar.set_postfix(epoch=f"{ev.epoch + 1}/{ev.epochs}", loss=f"{ev.losses['loss']:.4g}",
-                                recon=f"{ev.losses['recon']:.4g}", kl=f"{ev.losses['kl']:.3g}",
-                                sps=f"{ev.samples_per_s:.0f}", refresh=False)
-                bar.refresh()
-            elif ev.kind == "epoch":
-                bar.write(f"epoch {ev.epoch}/{ev.epochs}: train loss {ev.losses['loss']:.4g} "
-                          f"(recon {ev.losses['recon']:.4g}, kl {ev.losses['kl']:.3g}) | "
-                          f"val loss {ev.val['loss']:.4g} (recon {ev.val['recon']:.4g}) | "
-                          f"{ev.samples_per_s:.0f} samples/s")
-            else:
-                bar.write(f"{ev.kind}: {ev.message} (checkpoint {ev.checkpoint})")
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    output = Path(a.output)
+    try:
+        with EventLog(output, enabled=int(os.environ.get("RANK", "0")) == 0) as events, \
+                tqdm(desc="train", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+            events.start(data=str(Path(a.data).resolve()), resume=a.resume, arch=a.arch, params=overrides,
+                         threads=torch.get_num_threads(), history=_history(output, a.resume))
+            shown = -float("inf")
+            try:
+                for ev in train(a.data, output, arch=a.arch, resume=a.resume, stop=stop, **overrides):
+                    events.write(ev)
+                    shown = _show(bar, ev, shown)
+            except BaseException as e:
+                events.error(e)
+                raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0
 
 
@@ -133,6 +205,33 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _train_args(s: argparse.ArgumentParser) -> None:
+    """The ``train`` verb's arguments: one per training parameter (:data:`vae.train.OVERRIDES`), and more."""
+    s.add_argument("--data", required=True, help="store directory (from preprocess)")
+    s.add_argument("--output", required=True, help="checkpoint directory to write")
+    s.add_argument("--arch", choices=ARCHS,
+                   help="default: the one measured best for the store's preset (temporal for music, default otherwise)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--latent-dim", type=int)
+    s.add_argument("--kl-weight", type=float, help="beta, the KL term's weight")
+    s.add_argument("--recon-weight", type=float, help="weight of the per-pixel MSE")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--device", help="auto (default), cpu, cuda, mps")
+    s.add_argument("--time-limit", dest="time_limit_s", type=float, help="stop after this many seconds of training")
+    s.add_argument("--spectral-weight", type=float,
+                   help="weight of the multi-resolution spectral loss (default: the architecture's; 0 turns it off)")
+    s.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="augment training batches: frequency warp, time stretch, gain, noise (default: off)")
+    s.add_argument("--kl-warmup-epochs", type=int, help="epochs over which the KL weight ramps up from 0")
+    s.add_argument("--grad-clip", type=float, help="maximum gradient norm (0: no clipping)")
+    s.add_argument("--checkpoint-every", type=int, help="epochs between saves of OUTPUT/last")
+    s.add_argument("--preview-every", type=int, help="epochs between preview reconstructions in the event log")
+    s.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
+    s.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vae", description="Sound VAE: preprocess audio, train, generate.")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -151,28 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--windowing", choices=["all", "first"], help="all windows of long files, or the first only")
     s.add_argument("--test-fraction", type=float, default=0.1, help="share of non-FSDD files held out (default 0.1)")
     s.add_argument("--force", action="store_true", help="rebuild even if an up-to-date store exists")
+    s.add_argument("--max-store-gb", type=float, default=MAX_STORE_BYTES / 2**30,
+                   help="refuse to build a store larger than this, estimated before any work (default %(default)g)")
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("train", help="dataset store -> checkpoint",
-                       description="Train a VAE; Ctrl-C saves and stops, --resume continues.")
-    s.add_argument("--data", required=True, help="store directory (from preprocess)")
-    s.add_argument("--output", required=True, help="checkpoint directory to write")
-    s.add_argument("--arch", choices=ARCHS,
-                   help="default: the one measured best for the store's preset (temporal for music, default otherwise)")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--lr", type=float)
-    s.add_argument("--latent-dim", type=int)
-    s.add_argument("--kl-weight", type=float, help="beta, the KL term's weight")
-    s.add_argument("--recon-weight", type=float, help="weight of the per-pixel MSE")
-    s.add_argument("--seed", type=int)
-    s.add_argument("--device", help="auto (default), cpu, cuda, mps")
-    s.add_argument("--time-limit", dest="time_limit_s", type=float, help="stop after this many seconds of training")
-    s.add_argument("--spectral-weight", type=float,
-                   help="weight of the multi-resolution spectral loss (default: the architecture's; 0 turns it off)")
-    s.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="augment training batches: frequency warp, time stretch, gain, noise (default: off)")
-    s.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+                       description="Train a VAE; Ctrl-C (or SIGTERM) saves and stops, --resume continues. "
+                                   "Progress is also logged to OUTPUT/events.jsonl (one JSON object a line).")
+    _train_args(s)
     s.set_defaults(func=cmd_train)
 
     def model_args(s: argparse.ArgumentParser) -> None:
@@ -240,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):  # anything else is a bug: its traceback helps
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: the disk is full{where}; free some space (or choose another --output) and run again",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from preprocessing.config import PRESETS, ConfigError, DictConfig, SpectrogramConfig
+from preprocessing.config import MAX_CLIP_VALUES, PRESETS, ConfigError, DictConfig, SpectrogramConfig
 
 Arch = Literal["default", "study", "temporal"]
 Activation = Literal["relu", "leaky_relu"]
@@ -32,6 +32,21 @@ NORMS: tuple[str, ...] = typing.get_args(Norm)
 # fields added with the temporal kind, at the values every earlier (global) model had: left out of
 # config.json when they have them, so a global model's config is what it was before they existed
 GLOBAL_FIELDS = {"kind": "global", "res_blocks": 0, "norm": "batch"}
+
+
+MAX_WIDTH = 4096  # latent numbers per code or frame, and filters per layer: 16x the widest preset
+
+
+def _check_ints(cfg: DictConfig, bounds: dict[str, tuple[int, int]]) -> None:
+    """:class:`ConfigError` unless each named field is a whole number within its (lo, hi) bounds."""
+    for name, (lo, hi) in bounds.items():
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{name} must be a whole number, got {v!r}")
+        if v < lo:
+            raise ConfigError(f"{name} must be at least {lo}, got {v}")
+        if v > hi:
+            raise ConfigError(f"{name} must be at most {hi:,}, got {v:,}")
 
 
 @dataclass(frozen=True)
@@ -85,10 +100,21 @@ class ModelConfig(DictConfig):
         return (self.channels[-1], f, t)
 
     def validate(self) -> ModelConfig:
-        if self.latent_dim < 1:
-            raise ConfigError(f"latent_dim must be at least 1, got {self.latent_dim}")
+        _check_ints(self, {"n_freq": (1, 16_384), "n_frames": (1, 2**20), "latent_dim": (1, MAX_WIDTH),
+                           "kernel": (1, 31), "res_blocks": (0, 16)})
+        if self.n_freq * self.n_frames > MAX_CLIP_VALUES:
+            raise ConfigError(f"a {self.n_freq} x {self.n_frames} input is larger than the limit of "
+                              f"{MAX_CLIP_VALUES:,} values a clip")
         if not self.channels or len(self.channels) != len(self.strides):
             raise ConfigError("channels and strides must be non-empty and of equal length")
+        if len(self.channels) > 16:
+            raise ConfigError(f"at most 16 blocks, got {len(self.channels)}")
+        widths = (*self.channels, *self.decoder_channels)
+        steps = [v for st in self.strides for v in (st if isinstance(st, tuple) and len(st) == 2 else (None,))]
+        if not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_WIDTH for c in widths):
+            raise ConfigError(f"channels and decoder_channels must be whole numbers from 1 to {MAX_WIDTH}")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8 for v in steps):
+            raise ConfigError("strides must be (freq, time) pairs of whole numbers from 1 to 8")
         if len(self.decoder_channels) != len(self.channels) - 1:
             raise ConfigError("decoder_channels must have one entry fewer than channels")
         if self.kernel < 1 or self.kernel % 2 == 0:
@@ -194,16 +220,19 @@ class TrainConfig(DictConfig):
     spectral_weight: float = 0.0  # x the multi-resolution spectral loss (vae.losses), added to the total
 
     def validate(self) -> TrainConfig:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        _check_ints(self, {"epochs": (1, 1_000_000), "batch_size": (1, 65_536), "kl_warmup_epochs": (0, 1_000_000),
+                           "checkpoint_every": (1, 1_000_000), "preview_every": (0, 1_000_000), "seed": (0, 2**63 - 1)})
+        numbers = {k: getattr(self, k) for k in ("lr", "recon_weight", "kl_weight", "spectral_weight", "grad_clip")}
+        for k, v in {**numbers, "time_limit_s": self.time_limit_s or 1.0}.items():
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ConfigError(f"{k} must be a finite number, got {v!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.recon_weight <= 0 or self.kl_weight < 0:
             raise ConfigError("recon_weight must be positive and kl_weight non-negative")
-        if self.spectral_weight < 0:
-            raise ConfigError(f"spectral_weight must be non-negative, got {self.spectral_weight}")
+        for k in ("spectral_weight", "grad_clip"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"{k} must be non-negative, got {getattr(self, k)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

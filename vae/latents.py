@@ -186,31 +186,67 @@ def stats_from_codes(codes: torch.Tensor, labels: list[str | None], names: list[
                        codes, list(labels), list(names))
 
 
+STATS_TENSORS = ("mean", "components", "component_sd", "explained", "label_means", "codes")
+
+
 def save_latent_stats(directory: str | Path, stats: LatentStats) -> Path:
     from .checkpoint import atomic_write
 
     path = Path(directory) / "latents.safetensors"
     tensors = {k: getattr(stats, k).contiguous() for k in
-               ("mean", "components", "component_sd", "explained", "label_means", "codes")}
+               STATS_TENSORS}
     metadata = {"label_names": json.dumps(stats.label_names), "code_labels": json.dumps(stats.code_labels),
                 "code_names": json.dumps(stats.code_names)}
     atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
     return path
 
 
-def load_latent_stats(directory: str | Path) -> LatentStats | None:
-    """The saved statistics, or None when the checkpoint has none."""
-    from safetensors import safe_open
+class LatentStatsError(InputError):
+    """A checkpoint's latents.safetensors cannot be read or does not fit its model."""
+
+
+def load_latent_stats(directory: str | Path, latent_shape: tuple[int, ...] | None = None) -> LatentStats | None:
+    """The saved statistics, or None when the checkpoint has none; :class:`LatentStatsError` naming the file
+    when it is damaged or its shapes disagree (with each other, or with ``latent_shape`` when given)."""
+    from safetensors import SafetensorError, safe_open
 
     path = Path(directory) / "latents.safetensors"
     if not path.is_file():
         return None
-    t = load_file(str(path))
-    with safe_open(str(path), "pt") as f:
-        md = f.metadata() or {}
-    return LatentStats(t["mean"], t["components"], t["component_sd"], t["explained"],
-                       json.loads(md.get("label_names", "[]")), t["label_means"], t["codes"],
-                       json.loads(md.get("code_labels", "[]")), json.loads(md.get("code_names", "[]")))
+    fix = "delete it to explore with the prior's axes, or train the run to its end again"
+    try:
+        t = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            md = f.metadata() or {}
+        names = [json.loads(md.get(k, "[]")) for k in ("label_names", "code_labels", "code_names")]
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LatentStatsError(f"{path} is damaged ({e}); {fix}") from None
+    missing = [k for k in STATS_TENSORS if k not in t]
+    if missing or not all(isinstance(n, list) for n in names):
+        raise LatentStatsError(f"{path} lacks {', '.join(missing) or 'its label lists'}; {fix}")
+    stats = LatentStats(t["mean"], t["components"], t["component_sd"], t["explained"], names[0], t["label_means"],
+                        t["codes"], names[1], names[2])
+    problem = _stats_problem(stats, latent_shape)
+    if problem:
+        raise LatentStatsError(f"{path} does not fit: {problem}; {fix}")
+    return stats
+
+
+def _stats_problem(s: LatentStats, latent_shape: tuple[int, ...] | None) -> str:
+    """What is inconsistent in loaded statistics ("" when nothing)."""
+    d = s.mean.shape[0] if s.mean.dim() == 1 else -1
+    k = s.components.shape[0] if s.components.dim() == 2 else -1
+    if d < 1 or s.components.shape != (k, d) or s.component_sd.shape != (k,) or s.explained.shape != (k,):
+        return f"directions of shapes {tuple(s.components.shape)} for a mean of {tuple(s.mean.shape)}"
+    if s.codes.dim() not in (2, 3) or s.codes.shape[1] != d or tuple(s.label_means.shape[1:]) != s.latent_shape:
+        return f"codes of shape {tuple(s.codes.shape)} and label means of {tuple(s.label_means.shape)}"
+    if latent_shape is not None and s.latent_shape != tuple(latent_shape):
+        return f"codes of shape {s.latent_shape}, the model's are {tuple(latent_shape)}"
+    # the name lists may be absent (a file written without metadata), but not of another length
+    if any(names and len(names) != n for names, n in ((s.label_names, len(s.label_means)),
+                                                       (s.code_labels, len(s.codes)), (s.code_names, len(s.codes)))):
+        return "label lists of another length than the codes"
+    return ""
 
 
 @dataclass

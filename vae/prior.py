@@ -361,7 +361,7 @@ def load_prior(directory: str | Path, device: str | torch.device = "cpu") -> Pri
         raise PriorError(f"{cfg_path} has a bad or missing entry: {e}") from None
     if not weights_path.is_file():
         raise PriorError(f"{directory} has {CONFIG} but no {WEIGHTS}; fit the prior again")
-    prior = load_weights(Prior(cfg), weights_path, PriorError, f"the prior in {CONFIG}")
+    prior = load_weights(lambda: Prior(cfg), weights_path, PriorError, f"the prior in {CONFIG}")
     if not all(torch.isfinite(v).all() for v in prior.state_dict().values()):
         raise PriorError(f"{weights_path} has non-finite weights")
     if mean.shape != prior.mean.shape or not (torch.equal(mean, prior.mean) and torch.equal(std, prior.std)):

@@ -29,7 +29,19 @@ from preprocessing.errors import UserError
 from preprocessing.store import Store
 
 from .augment import augment_batch, batch_generator
-from .checkpoint import CheckpointConfig, load_checkpoint, load_config, load_training_state, save_checkpoint
+from .checkpoint import (
+    MAX_PARAMS,
+    STATS_FILES,
+    CheckpointConfig,
+    CheckpointError,
+    count_parameters,
+    load_checkpoint,
+    load_config,
+    load_training_state,
+    recover_run,
+    resumable,
+    save_checkpoint,
+)
 from .config import ModelConfig, TrainConfig, arch_for, model_config, train_config
 from .latents import compute_latent_stats, encode_indices, save_latent_stats, subsample
 from .losses import spectral_loss, vae_loss
@@ -155,6 +167,10 @@ def resolve_configs(store: Store, arch: str | None = None, model_cfg: ModelConfi
     if (model_cfg.n_freq, model_cfg.n_frames) != store.config.shape:
         raise TrainingError(f"model expects {model_cfg.n_freq}x{model_cfg.n_frames} spectrograms, "
                             f"store {store.path} has {store.config.shape[0]}x{store.config.shape[1]}")
+    n = count_parameters(lambda: VAE(model_cfg))
+    if n > MAX_PARAMS:
+        raise ConfigError(f"this model would have {n:,} parameters, more than the limit of {MAX_PARAMS:,}; "
+                          "use a smaller latent_dim")
     return RunConfig(arch, model_cfg, train_cfg, pick_device(train_cfg.device), epochs_done)
 
 
@@ -257,6 +273,10 @@ class LoopState:
     train_time: float = 0.0  # seconds in training steps, over every run
     history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: train/val losses, train_time_s
     saved_last: tuple[int, int] | None = None  # (epoch, step) of the latest save of output/last in this run
+    # the current epoch's training loss sums (loss x clips) and clips so far: saved with output/last, so the
+    # mean of an epoch stopped part-way and resumed covers all its steps
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSS_KEYS, 0.0))
+    seen: int = 0
 
 
 @dataclass
@@ -316,9 +336,11 @@ def _save(run: _Run, directory: Path, with_state: bool) -> None:
     ts = None
     if with_state:
         ts = {"optimizer": run.opt.state_dict(), "epoch": st.epoch, "step": st.step, "best": st.best,
-              "train_time": st.train_time, "rng": torch.get_rng_state()}
+              "train_time": st.train_time, "rng": torch.get_rng_state(), "epoch_sums": dict(st.sums),
+              "epoch_seen": st.seen}
         st.saved_last = (st.epoch, st.step)
-    save_checkpoint(directory, run.model, run.store.config, run.tc, meta, ts)
+    # a new best model makes the latent statistics (written at the end) stale: they go in the same set
+    save_checkpoint(directory, run.model, run.store.config, run.tc, meta, ts, stale=() if with_state else STATS_FILES)
 
 
 PRIOR_TIME_S = {"done": 300.0, "stopped": 15.0}  # bounds on fitting the prior (300 steps): at the end, on a Stop
@@ -354,7 +376,7 @@ def _stop(run: _Run, why: str, losses: dict[str, float], val: dict[str, float] |
     st, out = run.state, run.output
     if st.saved_last != (st.epoch, st.step):
         _save(run, out / "last", True)
-    if not (out / "config.json").exists():  # no validated best yet: the latest is the best we have
+    if math.isinf(st.best):  # no validated best yet: the latest is the best we have (replacing another run's)
         _save(run, out, False)
     _save_stats(out, run.store, run.train_idx, run.cfg.device, "stopped" if why == STOP_REQUESTED else "done")
     where = f"at epoch {st.epoch + 1}, step {st.step}" if st.step else f"after epoch {st.epoch}"
@@ -364,10 +386,15 @@ def _stop(run: _Run, why: str, losses: dict[str, float], val: dict[str, float] |
 
 
 def _diverged(what: str, output: Path, tc: TrainConfig) -> TrainingError:
-    """The error for a non-finite loss: what happened, where the good checkpoint is, what to try."""
-    return TrainingError(f"{what}; training stopped. The last good checkpoint is in {output / 'last'}. "
-                         f"Try a lower learning rate (now {tc.lr:g}) or a smaller reconstruction weight, "
-                         "then --resume.")
+    """The error for a non-finite loss: what happened, what was kept (only what exists) and what to try,
+    in words that fit the app and the command line."""
+    lower = f"a lower learning rate (now {tc.lr:g}) or a smaller reconstruction weight"
+    if resumable(output):
+        kept = (f"The last good state is kept in {output / 'last'}: resume the run with {lower} (app: Train tab, "
+                "Resume; command line: `--resume --lr ...`).")
+    else:
+        kept = f"Nothing was saved before it diverged: start the run again with {lower}."
+    return TrainingError(f"{what}; training stopped. {kept}")
 
 
 # ----- setting up and running ------------------------------------------------------------------------
@@ -393,8 +420,10 @@ def _setup(store: Store, output: Path, cfg: RunConfig, resume: bool) -> _Run:
         opt.load_state_dict(saved["optimizer"])
         for group in opt.param_groups:
             group["lr"] = tc.lr
+        sums = saved.get("epoch_sums", {})  # absent from training states saved before it was kept
         state = LoopState(int(saved["epoch"]), int(saved["step"]), float(saved["best"]), float(saved["train_time"]),
-                          list(ck.meta.get("history", [])))
+                          list(ck.meta.get("history", [])),
+                          sums={k: float(sums.get(k, 0.0)) for k in LOSS_KEYS}, seen=int(saved.get("epoch_seen", 0)))
         torch.set_rng_state(saved["rng"])
     model.train()
     meta = {"arch": cfg.arch, "store": str(store.path.resolve()), "n_train": len(train_idx), "n_val": len(val_idx),
@@ -413,7 +442,7 @@ def _train_epoch(run: _Run, stop: threading.Event | None) -> EpochSteps:
     seen), or None after yielding a "stopped" event (a stop before the epoch's last step)."""
     st, tc, speed, steps = run.state, run.tc, run.speed, run.steps
     epoch, device = st.epoch, run.cfg.device
-    sums, seen = dict.fromkeys(LOSS_KEYS, 0.0), 0
+    seen = 0  # clips this run trained in this epoch (for its rate); st.seen counts the whole epoch's
     for x in run.batches.epoch(tc.seed, epoch, start=st.step):
         t0 = time.perf_counter()
         x = x.to(device, non_blocking=True)  # (B, 1, F, T)
@@ -428,9 +457,9 @@ def _train_epoch(run: _Run, stop: threading.Event | None) -> EpochSteps:
         st.step, st.train_time = st.step + 1, st.train_time + dt
         speed.steps, speed.samples, speed.train_time = speed.steps + 1, speed.samples + len(x), speed.train_time + dt
         for k in LOSS_KEYS:
-            sums[k] += losses[k] * len(x)
-        seen += len(x)
-        means = {k: v / seen for k, v in sums.items()}
+            st.sums[k] += losses[k] * len(x)
+        seen, st.seen = seen + len(x), st.seen + len(x)
+        means = {k: v / st.seen for k, v in st.sums.items()}
         remaining = steps - st.step + (tc.epochs - epoch - 1) * steps
         yield TrainEvent("step", epoch, tc.epochs, st.step, steps, means, samples_per_s=speed.samples_per_s(),
                          eta_s=speed.eta(remaining), elapsed_s=speed.elapsed(), message=run.message)
@@ -438,7 +467,7 @@ def _train_epoch(run: _Run, stop: threading.Event | None) -> EpochSteps:
         if why and st.step < steps:  # on an epoch's last step, finish the epoch (validate) first
             yield _stop(run, why, means, None)
             return None
-    return {k: v / max(1, seen) for k, v in sums.items()}, seen
+    return {k: v / max(1, st.seen) for k, v in st.sums.items()}, seen
 
 
 def _end_epoch(run: _Run, losses: dict[str, float], seen: int, t_epoch: float) -> TrainEvent:
@@ -448,6 +477,7 @@ def _end_epoch(run: _Run, losses: dict[str, float], seen: int, t_epoch: float) -
     if not math.isfinite(val["loss"]):  # weights diverged in the last step: do not save them
         raise _diverged(f"validation loss became {val['loss']} after epoch {st.epoch + 1}", out, tc)
     st.epoch, st.step = st.epoch + 1, 0
+    st.sums, st.seen = dict.fromkeys(LOSS_KEYS, 0.0), 0
     st.history.append({"epoch": st.epoch, "train": losses, "val": val, "train_time_s": round(st.train_time, 1)})
     improved = val["loss"] < st.best
     if improved:
@@ -483,14 +513,27 @@ def train(
     continues from ``output/last`` (overrides such as ``epochs`` still apply). ``config``: the result
     of :func:`resolve_configs` when the caller has resolved it already (then arch, configs and overrides
     are not used). Setting ``stop`` ends training after saving ``output/last``. Raises
-    :class:`TrainingError` on a non-finite loss, leaving the last good checkpoint in place.
+    :class:`TrainingError` on a non-finite loss, leaving the last good checkpoint in place, and
+    :class:`CheckpointError` when ``output`` has nothing to resume or a checkpoint cannot be written (disk
+    full). Training starts by finishing or undoing a checkpoint set a crash interrupted
+    (:func:`vae.checkpoint.recover_run`), so a folder that holds no saved state can start a new run.
     """
     output, store = Path(output), Store(data)
+    recover_run(output)  # finish or undo a checkpoint set a crash interrupted; remove temporary leftovers
+    if resume and not resumable(output):
+        raise CheckpointError(f"cannot resume {output}: it holds no saved training state (no config.json and "
+                              f"training_state.pt in {output / 'last'}), so there is nothing to resume; "
+                              "start it as a new run (without --resume)")
     if config is None:
         last = load_config(output / "last") if resume else None
         config = resolve_configs(store, arch, model_cfg, train_cfg, last, **overrides)
-    run = _setup(store, output, config, resume)
-    st, tc = run.state, run.tc
+    with store.hold():  # the store cannot be rebuilt under the run (preprocessing.store.build_store refuses)
+        yield from _loop(_setup(store, output, config, resume), stop)
+
+
+def _loop(run: _Run, stop: threading.Event | None) -> Iterator[TrainEvent]:
+    """Epochs until the configured number, a stop request or the time limit; then the latent statistics."""
+    st, tc, output = run.state, run.tc, run.output
     while st.epoch < tc.epochs:
         t_epoch = time.perf_counter()
         result = yield from _train_epoch(run, stop)
@@ -502,7 +545,7 @@ def train(
         if why and st.epoch < tc.epochs:
             yield _stop(run, why, ev.losses, ev.val)
             return
-    _save_stats(output, store, run.train_idx, config.device)
+    _save_stats(output, run.store, run.train_idx, run.cfg.device)
     final = st.history[-1] if st.history else {"train": {}, "val": None}
     yield TrainEvent("done", tc.epochs, tc.epochs, run.steps, run.steps, final["train"], final["val"],
                      elapsed_s=run.speed.elapsed(), checkpoint=str(output),

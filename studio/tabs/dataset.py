@@ -57,14 +57,21 @@ class DatasetTab:
     def _source_controls(self) -> None:
         self.source = gr.Radio([("Folder on the server", "folder"), ("Upload files or a zip", "upload")],
                                value="folder", label="Audio source")
+        info = ("Searched recursively. Sub-folder names become labels; FSDD file names (digit_speaker_take.wav) "
+                "give digit labels." + self._roots_note())
         self.folder = gr.Textbox(label="Folder on the server", placeholder="/path/to/recordings", elem_id="ds-folder",
-                                 info="Searched recursively. Sub-folder names become labels; "
-                                      "FSDD file names (digit_speaker_take.wav) give digit labels.")
+                                 info=info)
         self.files = gr.File(file_count="multiple", file_types=["audio", ".zip"], visible=False,
                              label="Audio files or a .zip of them")
         self.source.change(lambda s: {self.folder: gr.update(visible=s == "folder"),
                                       self.files: gr.update(visible=s == "upload")},
                            self.source, [self.folder, self.files], show_progress="hidden", api_visibility="private")
+
+    def _roots_note(self) -> str:
+        dirs = self.studio.allowed_dirs
+        if dirs is None:
+            return ""
+        return f" Only folders inside {', '.join(str(d) for d in dirs)} (more with python app.py --allow-dir DIR)."
 
     def _parameter_controls(self, f0: dict[str, Any]) -> None:
         with gr.Accordion("Parameters of the preset (editable)", open=False):
@@ -135,8 +142,9 @@ class DatasetTab:
             progress((done, total), desc=f"preprocessing {current[-40:]}", unit="files")
 
         summary, refused = build_named_store(
-            self.ws.stores_dir, name, cfg, folder=folder if source == "folder" else None,
-            uploads=(files or []) if source == "upload" else None, uploads_dir=self.ws.uploads_dir, progress=report)
+            self.ws.stores_dir, name, cfg, folder=(folder or "") if source == "folder" else None,
+            uploads=(files or []) if source == "upload" else None, uploads_dir=self.ws.uploads_dir, progress=report,
+            limits=self.studio.upload_limits, allowed_roots=self.studio.allowed_dirs)
         gr.Info(f"Store {name} is ready: {summary.n_clips} clips")
         return self._store_view(Store(summary.path), refused)
 

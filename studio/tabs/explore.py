@@ -137,11 +137,11 @@ class ExploreTab:
             # While dragging: few Griffin-Lim iterations; "always_last" drops stale intermediate positions.
             api = {"api_visibility": "public" if k == 0 else "private"}
             s.input(friendly(self.move), [*move_in, self.fast], [self.img, self.aud], show_progress="hidden",
-                    trigger_mode="always_last", concurrency_id="explore_move", concurrency_limit=1,
+                    trigger_mode="always_last", concurrency_id="explore_move", concurrency_limit=2,
                     api_name="explore_move" if k == 0 else None, **api)
             s.release(friendly(self.move), [*move_in, self.phase.iterations], [self.img, self.aud],
                       show_progress="hidden", trigger_mode="always_last", concurrency_id="explore_move",
-                      concurrency_limit=1, api_name="explore_release" if k == 0 else None, **api)
+                      concurrency_limit=2, api_name="explore_release" if k == 0 else None, **api)
         self.tab.select(friendly(self.refresh), [self.ckpt, self.example, self.map_src],
                         [self.ckpt, self.example, self.map_src], show_progress="hidden", queue=False,
                         api_name="refresh_explore", api_visibility="undocumented")

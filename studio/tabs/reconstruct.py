@@ -84,7 +84,7 @@ class ReconstructTab:
         # An error keeps the last good result on screen (and says what went wrong in a toast):
         # progress and error states show on the caption line only.
         self.go.click(friendly(self.reconstruct), self.inputs, self.outputs, api_name="reconstruct",
-                      concurrency_id="heavy", show_progress_on=[self.info])
+                      concurrency_id="reconstruct", concurrency_limit=1, show_progress_on=[self.info])
         # A changed setting marks the result on screen as out of date ("input": people's changes only).
         for c in self.inputs:
             c.input(self.mark_stale, self.info, self.info, show_progress="hidden", queue=False,

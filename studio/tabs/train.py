@@ -1,5 +1,6 @@
 """Train tab: start, stop and resume the background training job, and watch it (progress, loss
-curves, a preview reconstruction). The job outlives the page: a reload re-attaches to it."""
+curves, a preview reconstruction). The job is its own process and outlives the page and the app: a
+reload re-attaches to it, and so does a restarted app (from the run's event log)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,23 @@ from preprocessing.store import Store
 from studio import plots
 from studio.context import Studio
 from studio.jobs import JobState, preview_audio, run_progress
+from studio.train_process import torchrun_available
 from studio.ui import dropdown, friendly, image_audio_pair
 from vae.config import ARCHS, arch_for, model_config, train_config
 
+# Training across processes is not in vae.train yet (the train verb refuses WORLD_SIZE > 1), so the
+# Processes field stays hidden; the command line it builds (studio.train_process.command) is tested.
+MULTI_PROCESS = False
 PLOT_ARGS = {"x": "epoch", "y": "value", "color": "curve", "x_title": "epoch", "height": 220}
 
 
 def arch_defaults(arch: str, store: str | None) -> dict[str, Any]:
     """The architecture's defaults for the picked store's spectrogram size (the digits preset's when
-    no store is picked)."""
-    shape = Store(store).config.shape if store else preset("digits").shape
+    no store is picked, or it cannot be read: starting a run on it says why)."""
+    try:
+        shape = Store(store).config.shape if store else preset("digits").shape
+    except UserError:
+        shape = preset("digits").shape
     tc, mc = train_config(arch, shape), model_config(arch, shape)
     return {"epochs": tc.epochs, "batch": tc.batch_size, "lr": tc.lr, "latent": mc.latent_dim, "kl": tc.kl_weight}
 
@@ -44,6 +52,7 @@ class TrainTab:
         self.studio = studio
         self.ws = studio.ws
         self.jobs = studio.jobs
+        self.jobs.attach(self.ws.runs_dir)  # after a restart: a run still training, or the last run's end
 
     # ------------------------------------------------------------------ layout and events
 
@@ -89,6 +98,10 @@ class TrainTab:
                                 info="higher: smoother latent space, blurrier sound")
             devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
             self.device = gr.Dropdown(devices, value="auto", label="Device")
+        # torchrun's processes; training across them is vae.train's to do (until then each trains alone)
+        self.processes = gr.Number(1, label="Processes (torchrun)", precision=0, minimum=1,
+                                   visible=torchrun_available() and MULTI_PROCESS,
+                                   info="more than 1 starts torchrun --nproc_per_node N -m vae train")
 
     def _monitor(self) -> None:
         # Filled in on page load from the job manager (a job may be running): say nothing wrong meanwhile.
@@ -110,10 +123,10 @@ class TrainTab:
         self.store.input(friendly(store_arch), self.store, self.arch, show_progress="hidden", api_visibility="private")
         self.arch.change(friendly(self.arch_changed), [self.arch, self.store],
                          [self.epochs, self.batch, self.lr, self.latent, self.kl], api_visibility="private")
-        hyper = [self.epochs, self.batch, self.lr, self.kl, self.device]
+        hyper = [self.epochs, self.batch, self.lr, self.kl, self.device, self.processes]
         self.start.click(friendly(self.start_training),
                          [self.store, self.arch, self.name, self.epochs, self.batch, self.lr, self.latent, self.kl,
-                          self.device],
+                          self.device, self.processes],
                          self.progress, api_name="start_training")
         self.stop.click(friendly(self.stop_training), None, self.stop, api_name="stop_training")
         self.resume.click(friendly(self.resume_training), [self.runs, *hyper], self.progress,
@@ -141,22 +154,23 @@ class TrainTab:
                 self.kl: d["kl"]}
 
     def start_training(self, store: str | None, arch: str, run_name: str, epochs: float, batch_size: float,
-                       lr: float, latent_dim: float, kl_weight: float, device: str) -> str:
+                       lr: float, latent_dim: float, kl_weight: float, device: str, processes: float = 1) -> str:
         if not store:
             raise InputError("pick a dataset store first (build one in the Dataset tab)")
         name = (run_name or "").strip() or f"{Path(store).name}-{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
         output = self.ws.new_run_dir(name)
-        state = self.jobs.start(store, output, arch=arch, epochs=int(epochs), batch_size=int(batch_size),
-                                lr=float(lr), latent_dim=int(latent_dim), kl_weight=float(kl_weight), device=device)
+        state = self.jobs.start(store, output, arch=arch, processes=int(processes or 1), epochs=int(epochs),
+                                batch_size=int(batch_size), lr=float(lr), latent_dim=int(latent_dim),
+                                kl_weight=float(kl_weight), device=device)
         gr.Info(f"Training {state.run} started in the background; the rest of the app stays usable.")
         return plots.progress_html(state.fraction, state.progress_text())
 
     def resume_training(self, run: str | None, epochs: float, batch_size: float, lr: float, kl_weight: float,
-                        device: str) -> str:
+                        device: str, processes: float = 1) -> str:
         if not run:
             raise InputError("pick a run to resume (runs that were stopped or finished are listed)")
-        state = self.jobs.resume(run, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-                                 kl_weight=float(kl_weight), device=device)
+        state = self.jobs.resume(run, processes=int(processes or 1), epochs=int(epochs), batch_size=int(batch_size),
+                                 lr=float(lr), kl_weight=float(kl_weight), device=device)
         gr.Info(state.message)
         return plots.progress_html(state.fraction, state.progress_text())
 

@@ -3,6 +3,7 @@ and the callbacks that the HTTP tests cannot reach (map picking, error wrapping,
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -158,6 +159,8 @@ def test_workspace_lists_and_defaults(tmp_path, fsdd_dir, trained):
     assert torch.equal(ws.latent_stats(ws.default_checkpoint()).codes, load_latent_stats(trained[0]).codes)
     run = ws.new_run_dir("r1")
     (run / "last").mkdir(parents=True)
+    assert ws.new_run_dir("r1") == run  # nothing saved in it (a first save was killed): it can start again
+    shutil.copytree(trained[0], run, dirs_exist_ok=True)  # a trained run, resumable from last/
     with pytest.raises(InputError, match="already exists"):  # a user error: pick another name
         ws.new_run_dir("r1")
     with pytest.raises(ConfigError):
@@ -429,7 +432,7 @@ def test_torch_threads_option_sets_torch_threads(monkeypatch, tmp_path):
         torch.set_num_threads(3)
         importlib.reload(app)  # module-level code runs again: it must leave the thread count alone
         assert torch.get_num_threads() == 3
-        monkeypatch.setattr(app, "create_app", lambda ws, checkpoint=None: (Demo(), None))
+        monkeypatch.setattr(app, "create_app", lambda ws, checkpoint=None, **options: (Demo(), None))
         for n in (2, 5):
             assert app.main(["--torch-threads", str(n), "--data-dir", str(tmp_path), "--port", "7999"]) == 0
             assert torch.get_num_threads() == n

@@ -120,3 +120,43 @@ def test_reload_during_training_reattaches_with_curves(server, browser):
     # empty charts are not drawn at all (Vega warned "Infinite extent" for each; the version notice is Gradio's)
     assert not [w for w in warnings if "Infinite extent" in w], warnings
     page.close()
+
+
+def test_a_restarted_app_reattaches_to_the_training_process(tmp_path_factory, fsdd_dir, trained, tiny_store, browser):
+    """Training is its own process: an app started while it runs (a restart) finds it, lands on the Train
+    tab with its progress and curves, and its Stop button stops it (the process saves last/ and exits)."""
+    import os
+    import signal
+
+    from vae.events import lock_holder
+
+    ws = make_workspace(tmp_path_factory.mktemp("restart"), fsdd_dir, trained[0])
+    run = ws.runs_dir / "live"
+    before = TrainingJobs(threads=1)  # the app before the restart
+    before.start(tiny_store.path, run, epochs=500, batch_size=8, latent_dim=2, device="cpu")
+    demo = None
+    try:
+        wait_for(lambda: before.snapshot().epoch >= 2, timeout=120)
+        demo, app, url = launch(ws)  # the restarted app: a new job manager of its own
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_function("() => document.querySelector('[role=tab][aria-selected=true]')"
+                               "?.textContent.trim() === 'Train'", timeout=30000)
+        page.wait_for_function("() => /live: epoch \\d+\\/500/.test(document.querySelector('#tr-progress').innerText)",
+                               timeout=30000)
+        assert set(drawn(page)["legend"]) >= {"training", "validation"}
+        stop = page.get_by_role("button", name="Stop")
+        wait_for(lambda: stop.is_enabled(), timeout=30)
+        stop.click()
+        assert app.jobs.wait(60).status == "stopped"
+        assert before.wait(60).status == "stopped"
+        assert lock_holder(run) is None and (run / "last" / "training_state.pt").is_file()
+        page.wait_for_function("() => /stopped/.test(document.querySelector('#tr-progress').innerText)",
+                               timeout=30000)
+        page.close()
+    finally:
+        if demo is not None:
+            demo.close()
+        pid = lock_holder(run)
+        if pid:
+            os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""The background training-job manager (studio.jobs), with a scripted training loop and a real one."""
+"""The background training-job manager (studio.jobs), with a scripted training loop and a real one, in a
+thread of this process (tests/studio/test_job_process.py: as its own process, the app's default)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from preprocessing.config import ConfigError, SpectrogramConfig
 from preprocessing.store import PreprocessError
 from studio.jobs import JobBusy, JobPreview, JobState, TrainingJobs, preview_audio, run_progress
 from vae.checkpoint import CheckpointError
-from vae.train import Preview, RunConfig, TrainEvent, TrainingError
+from vae.train import Preview, RunConfig, TrainEvent, TrainingError, train
 
 
 def scripted(epochs: int = 3, steps: int = 4, gate: threading.Event | None = None, fail: Exception | None = None):
@@ -134,10 +135,11 @@ def test_start_rejects_bad_devices_and_unknown_parameters(tiny_store, tmp_path):
     assert not jobs.running and jobs.snapshot().status == "idle"
 
 
-def test_resume_continues_a_real_run(trained, tmp_path):
+@pytest.mark.parametrize("in_thread", [True, False], ids=["thread", "process"])
+def test_resume_continues_a_real_run(trained, tmp_path, in_thread):
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
-    jobs = TrainingJobs()
+    jobs = TrainingJobs(train) if in_thread else TrainingJobs(threads=1)
     with pytest.raises(ConfigError, match="already trained 4 epochs"):
         jobs.resume(run, epochs=4)
     with pytest.raises(ConfigError, match=r"^run has already trained 4 epochs: set Epochs above 4 to continue$"):
@@ -258,7 +260,7 @@ def test_the_device_is_checked_once_per_start(tiny_store, tmp_path, monkeypatch)
     train_module = importlib.import_module("vae.train")  # `vae.train` the attribute is the function
     calls, real = [], train_module.pick_device
     monkeypatch.setattr(train_module, "pick_device", lambda name="auto": calls.append(name) or real(name))
-    jobs = TrainingJobs()
+    jobs = TrainingJobs(train)  # in this process, where the calls are seen (a training process checks its own)
     first = jobs.start(tiny_store.path, tmp_path / "run", epochs=1, batch_size=24, latent_dim=2, device="cpu")
     assert (first.epoch, first.epochs, first.message) == (0, 1, "Starting run: 1 epoch")
     s = jobs.wait(120)

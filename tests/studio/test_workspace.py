@@ -17,6 +17,8 @@ from preprocessing.store import Store, build_store
 from studio import workspace as workspace_module
 from studio.datasets import example_indices
 from studio.workspace import Workspace
+from vae.checkpoint import CheckpointError
+from vae.latents import LatentStatsError
 
 EXAMPLES = ROOT / "examples"
 
@@ -209,3 +211,74 @@ def test_examples_of_the_fsdd_like_store_stay_in_the_test_split(tiny_store):
     assert len({tiny_store.clips[i]["source"] for i in idx}) == 6
     assert np.array_equal(idx, example_indices(tiny_store, 6, seed=1))
     assert SR == tiny_store.config.sample_rate
+
+
+# ---------------------------------------------------------------------------- broken runs and stores (#12, defect 1)
+
+
+def _broken_runs(ws: Workspace, trained_dir: Path) -> None:
+    """Runs whose config.json is not UTF-8, or has a ``meta`` that is not an object; a store whose config
+    is not UTF-8."""
+    for name in ("binary", "meta5"):
+        (ws.runs_dir / name).mkdir(parents=True)
+        shutil.copyfile(trained_dir / "model.safetensors", ws.runs_dir / name / "model.safetensors")
+    (ws.runs_dir / "binary" / "config.json").write_bytes(b"\xff\xfe")
+    config = json.loads((trained_dir / "config.json").read_text())
+    (ws.runs_dir / "meta5" / "config.json").write_text(json.dumps({**config, "meta": 5}))
+    junk = ws.stores_dir / "junk"
+    junk.mkdir(parents=True)
+    (junk / "config.json").write_bytes(b"\xff\xfe")
+    (junk / "manifest.json").write_text("[]")
+
+
+def test_broken_runs_and_stores_are_listed_as_broken_with_their_reason(tmp_path, trained):
+    ws = make_workspace(tmp_path, trained_dir=trained[0])
+    _broken_runs(ws, trained[0])
+    labels = dict((path, name) for name, path in ws.checkpoints())
+    assert labels[str(ws.runs_dir / "binary")].startswith("binary (trained here; broken: config.json is not valid JSON")
+    assert labels[str(ws.runs_dir / "meta5")] == (
+        "meta5 (trained here; broken: config.json: 'meta' must be an object, got int)")
+    assert labels[str(ws.checkpoints_dir / "digits")] == "digits (shipped)"
+    assert ws.stores() == [("junk (broken: config.json is damaged ('utf-8' codec can't decode byte 0xff in "
+                            "position 0: invalid start byte))", str(ws.stores_dir / "junk"))]
+
+
+def test_the_app_starts_with_broken_runs_and_stores(tmp_path, trained):
+    from app import create_app
+
+    ws = make_workspace(tmp_path, trained_dir=trained[0])
+    _broken_runs(ws, trained[0])
+    app = create_app(ws)[1]
+    names = [c[0] for c in app.reconstruct.ckpt.choices]
+    assert any(n.startswith("meta5 (trained here; broken:") for n in names)
+    with pytest.raises(CheckpointError, match="'meta' must be an object"):
+        ws.load(ws.runs_dir / "meta5")
+
+
+# ---------------------------------------------------------------------- damaged latent statistics (#12, defect 10)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong_shape"])
+def test_damaged_latent_stats_do_not_block_reconstruct_and_explore_says_why(tmp_path, fsdd_dir, trained, damage):
+    from safetensors.torch import load_file, save_file
+
+    from app import create_app
+
+    ws = make_workspace(tmp_path, fsdd_dir, trained[0])
+    ck = str(ws.checkpoints_dir / "digits")
+    latents = Path(ck) / "latents.safetensors"
+    if damage == "garbage":
+        latents.write_bytes(b"\x00" * 64)
+    elif damage == "truncated":
+        latents.write_bytes(latents.read_bytes()[:200])
+    else:
+        t = load_file(str(latents))
+        save_file({**t, "mean": t["mean"][:-1]}, str(latents))
+    app = create_app(ws)[1]
+    rec, ex = app.reconstruct, app.explore
+    out = rec.reconstruct(ck, "example", ws.examples()[0][1], None, None, None, "zero", 1)
+    assert Path(out[rec.recon_aud]).is_file()
+    with pytest.raises(LatentStatsError, match=f"{latents} (is damaged|does not fit).*delete it"):
+        ws.latent_stats(ck)
+    info = ex.setup(ck, "zero", 1)[ex.info]
+    assert "The latent statistics cannot be used" in info and "prior's first axes" in info
