@@ -41,6 +41,7 @@ REPORT = common.ROOT / "BENCHMARKS.md"
 # Long held-out runs (bench_music_holdout, bench_unseen_speaker), not run by run_all: each run's report,
 # copied here as <benchmark>_<arm>.md beside its JSON, is appended to BENCHMARKS.md as it is.
 HELD_OUT = common.ROOT / "benchmarks" / "results" / "held_out"
+LOAD = common.ROOT / "benchmarks" / "results" / "load.md"  # bench_load's last report, appended the same way
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -169,7 +170,15 @@ def report(results: dict[str, dict[str, Any]], link_prefix: str = "", where: str
     for name, res in results.items():
         md = BENCHMARKS[name].markdown(res)
         lines.append(_relink(md, link_prefix) if link_prefix else md)
-    return "\n".join(lines).rstrip() + "\n" + held_out_sections()
+    return "\n".join(lines).rstrip() + "\n" + held_out_sections() + load_section()
+
+
+def load_section(path: Path = LOAD) -> str:
+    """The last report of bench_load (clients on the app while a job trains; not part of run_all), or ""."""
+    if not path.is_file():
+        return ""
+    head, _, body = path.read_text().rstrip().partition("\n")
+    return "\n".join(["", f"# {head.lstrip('# ')} (`python -m benchmarks.bench_load`, not part of run_all)", body, ""])
 
 
 def held_out_sections(folder: Path = HELD_OUT) -> str:

@@ -537,3 +537,11 @@ def test_load_config_reads_no_weights(saved):
     _rewrite_config(d, lambda c: c["model"].update(activation="gelu"))
     with pytest.raises(CheckpointError, match="bad or missing entry: activation must be"):
         load_config(d)
+
+
+def test_exported_files_are_readable_by_others(saved, tmp_path):
+    """safetensors creates its files 0600; a shared or shipped checkpoint must be loadable by other users."""
+    _, d = saved
+    out = export_checkpoint(d, tmp_path / "shared")
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o044 == 0o044, f.name

@@ -285,7 +285,7 @@ def test_each_preset_picks_its_measured_architecture(tmp_path):
     from vae.config import arch_for
 
     assert [arch_for(preset(n)) for n in ("digits", "music", "study-digits", "study-music")] == \
-        ["default", "temporal", "study", "study"]
+        ["temporal", "temporal", "study", "study"]
     assert arch_for(preset("music").replace(normalisation="clip")) == "temporal"  # same analysis settings
     assert arch_for(preset("music").replace(duration=1.0)) == "default"  # another clip length: no preset's
     assert arch_for(TINY) == "default"

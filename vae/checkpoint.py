@@ -108,6 +108,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # safetensors creates its files 0600: others on the machine could not load them
         os.replace(tmp, path)
     except (OSError, SafetensorError) as e:
         error = _write_error(e, path.parent, path.name, f"try again (the {path.name} there before is unchanged)")

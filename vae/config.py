@@ -247,7 +247,7 @@ SPECTRAL_PER_PIXEL = 1.0  # temporal preset: spectral_weight per pixel (vae.loss
 
 # The architecture each preset measured best with (README, "The temporal architecture"): a store built
 # with a preset's settings trains with it unless --arch says otherwise.
-PRESET_ARCHS = {"digits": "default", "music": "temporal", "study-digits": "study", "study-music": "study"}
+PRESET_ARCHS = {"digits": "temporal", "music": "temporal", "study-digits": "study", "study-music": "study"}
 
 
 def arch_for(spec: SpectrogramConfig) -> str:

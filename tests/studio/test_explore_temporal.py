@@ -119,7 +119,7 @@ def test_interpolation_blends_frame_by_frame(temporal_studio, monkeypatch):
 def test_train_tab_picks_the_stores_architecture(tiny_store, tmp_path, monkeypatch):
     from studio.tabs import train as train_tab
 
-    assert train_tab.store_arch(None) == "default"  # no store: the digits preset's
-    assert train_tab.store_arch(str(tmp_path / "not-a-store")) == "default"  # unreadable: picking it says why
+    assert train_tab.store_arch(None) == "temporal"  # no store: the digits preset's
+    assert train_tab.store_arch(str(tmp_path / "not-a-store")) == "temporal"  # unreadable: picking it says why
     monkeypatch.setattr(train_tab, "arch_for", lambda spec: "temporal" if spec == tiny_store.config else "study")
     assert train_tab.store_arch(str(tiny_store.path)) == "temporal"
