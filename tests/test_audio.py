@@ -1,5 +1,7 @@
 """Reading, checking and cutting audio (preprocessing.audio)."""
 
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -148,3 +150,19 @@ def test_save_wav_makes_folders_and_writes_next_to_other_files(tmp_path):
     back, _ = sf.read(str(tmp_path / "a" / "b" / "one.wav"), dtype="float32")
     np.testing.assert_allclose(back, -1.0)  # clipped at full scale
     assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["one.wav", "two.wav"]
+
+
+@pytest.mark.parametrize(("orig", "new"), [(7919, 8000), (8000, 16001), (44101, 22050), (1001, 191999)])
+def test_awkward_sample_rates_resample_with_a_bounded_kernel(orig, new):
+    """A file whose rate is coprime with the model's once asked torchaudio for a sinc kernel of gigabytes
+    (#12: every size from a file is bounded): the rates are rounded by a hair, the length and pitch kept."""
+    from preprocessing.audio import _resampler, resample, tractable_rates
+
+    o, n = tractable_rates(orig, new)
+    assert abs((n / o) / (new / orig) - 1) < 2e-3  # below 0.1% from 8 kHz up; 1001 Hz is the worst case
+    wave = np.sin(2 * np.pi * 440 * np.arange(orig) / orig).astype(np.float32)  # 1 s at 440 Hz
+    out = resample(wave, orig, new)
+    assert len(out) == math.ceil(orig * new / orig)
+    assert _resampler(o, n).kernel.numel() <= 1_000_000  # 4 MB; 7919 -> 8000 as given: 8000 x 1 x 7,900+
+    peak_hz = np.argmax(np.abs(np.fft.rfft(out))) * new / len(out)
+    assert peak_hz == pytest.approx(440, abs=1.5)

@@ -244,12 +244,3 @@ def test_a_full_disk_anywhere_is_one_error_line(cli_run, tmp_path, capsys, monke
     monkeypatch.setattr(cli, "save_wav", denied)
     with pytest.raises(OSError, match="Input/output error"):
         main(args)
-
-
-def test_train_refuses_several_processes_until_they_train_together(cli_run, tmp_path, capsys, monkeypatch):
-    """Under torchrun with N > 1 each rank would train alone into the same folder: refused in one line."""
-    store, _ = cli_run
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["train", "--data", str(store), "--output", str(tmp_path / "run"), "--epochs", "1"]) == 2
-    assert _error_line(capsys.readouterr().err).startswith("error: training across several processes")
-    assert not (tmp_path / "run").exists()

@@ -188,9 +188,13 @@ def test_sigterm_saves_last_and_exits_cleanly(tiny_store, tmp_path):
     assert (run / "last" / "training_state.pt").is_file() and lock_holder(run) is None
 
 
-def test_a_failure_is_logged_as_an_error_record(tmp_path, capsys):
-    assert main(["train", "--data", str(tmp_path / "nostore"), "--output", str(tmp_path / "run")]) == 2
+def test_a_failure_is_logged_as_an_error_record(tiny_store, tmp_path, capsys):
+    """A failure once the run has started (here: nothing to resume) is the log's last record; a store that
+    cannot be opened is refused before the run folder is made (tests/test_store_errors.py)."""
+    assert main(["train", "--data", str(tiny_store.path), "--output", str(tmp_path / "run"), "--resume"]) == 2
     last = records(tmp_path / "run")[-1]
-    assert last["kind"] == "error" and last["user"] is True and "not a dataset store" in last["error"]
-    assert last["type"] == "PreprocessError"
+    assert last["kind"] == "error" and last["user"] is True and "nothing to resume" in last["error"]
+    assert last["type"] == "CheckpointError"
     assert "error: " in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nostore"), "--output", str(tmp_path / "other")]) == 2
+    assert not (tmp_path / "other").exists()

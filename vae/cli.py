@@ -126,9 +126,6 @@ def cmd_train(a: argparse.Namespace) -> int:
     """Train, reporting on a tqdm bar and in ``OUTPUT/events.jsonl`` (:mod:`vae.events`). SIGINT (Ctrl-C)
     and SIGTERM save ``OUTPUT/last`` and stop (their handlers are restored after); under torchrun only rank 0
     writes the log."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would train alone and write the same folder
-        raise ConfigError("training across several processes (torchrun --nproc_per_node > 1) is not supported yet; "
-                          "run one process")
     Store(a.data)  # a missing or damaged store is refused before the run folder and its log are made
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -28,6 +28,7 @@ from preprocessing.config import ConfigError
 from preprocessing.errors import UserError
 from preprocessing.store import Store
 
+from . import distributed
 from .augment import augment_batch, batch_generator
 from .checkpoint import (
     MAX_PARAMS,
@@ -43,6 +44,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import ModelConfig, TrainConfig, arch_for, model_config, train_config
+from .distributed import Dist, shard
 from .latents import compute_latent_stats, encode_indices, save_latent_stats, subsample
 from .losses import spectral_loss, vae_loss
 from .model import VAE
@@ -180,7 +182,8 @@ def resolve_configs(store: Store, arch: str | None = None, model_cfg: ModelConfi
 class _Batches:
     """Shuffled mini-batches of one split, deterministic per (seed, epoch)."""
 
-    def __init__(self, store: Store, indices: list[int], batch_size: int):
+    def __init__(self, store: Store, indices: list[int], batch_size: int, d: Dist = Dist()):
+        self.dist = d  # under torchrun each rank takes its slice of every (global) batch
         idx = np.asarray(sorted(indices), dtype=np.int64)
         nbytes = len(idx) * int(np.prod(store.specs.shape[1:])) * 4
         self.data = np.asarray(store.specs[idx]) if nbytes <= PRELOAD_BYTES else store.specs
@@ -188,13 +191,16 @@ class _Batches:
         self.batch_size = batch_size
 
     def __len__(self) -> int:
-        return math.ceil(len(self.idx) / self.batch_size)
+        n, b = len(self.idx), self.batch_size
+        # a last batch smaller than the number of processes would leave one without a clip: it is left out
+        return n // b + (1 if 0 < n % b and (n % b >= self.dist.world or not self.dist.active) else 0)
 
     def epoch(self, seed: int, epoch: int, shuffle: bool = True, start: int = 0) -> Iterator[torch.Tensor]:
-        """The epoch's batches from batch ``start`` on (the order does not depend on ``start``)."""
+        """The epoch's batches from batch ``start`` on (the order does not depend on ``start``): this rank's
+        slice of each, under torchrun."""
         order = np.random.default_rng([seed, epoch]).permutation(len(self.idx)) if shuffle else np.arange(len(self.idx))
-        for s in range(start * self.batch_size, len(order), self.batch_size):
-            rows = np.sort(self.idx[order[s:s + self.batch_size]])
+        for s in range(start * self.batch_size, len(self) * self.batch_size, self.batch_size):
+            rows = np.sort(shard(self.idx[order[s:s + self.batch_size]], self.dist))
             yield torch.from_numpy(np.asarray(self.data[rows])).unsqueeze(1)  # (B, 1, F, T)
 
 
@@ -317,6 +323,8 @@ class _Run:
     speed: _Speed
     start_epoch: int
     message: str = ""
+    dist: Dist = field(default_factory=Dist)  # this process's rank under torchrun
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None  # the DDP-wrapped model, if any
 
     @property
     def tc(self) -> TrainConfig:
@@ -328,8 +336,11 @@ class _Run:
 
 
 def _save(run: _Run, directory: Path, with_state: bool) -> None:
-    """Checkpoint the model into ``directory``; with the training state for ``output/last``."""
+    """Checkpoint the model into ``directory``; with the training state for ``output/last``. Rank 0 only."""
     st = run.state
+    if not run.dist.main:
+        st.saved_last = (st.epoch, st.step) if with_state else st.saved_last
+        return
     step = st.step if with_state else 0  # the best checkpoint is an epoch's end
     meta = {**run.meta, "epoch": st.epoch, "step": step, "best_val": st.best,
             "train_time_s": round(st.train_time, 1), "history": st.history}
@@ -378,7 +389,8 @@ def _stop(run: _Run, why: str, losses: dict[str, float], val: dict[str, float] |
         _save(run, out / "last", True)
     if math.isinf(st.best):  # no validated best yet: the latest is the best we have (replacing another run's)
         _save(run, out, False)
-    _save_stats(out, run.store, run.train_idx, run.cfg.device, "stopped" if why == STOP_REQUESTED else "done")
+    if run.dist.main:
+        _save_stats(out, run.store, run.train_idx, run.cfg.device, "stopped" if why == STOP_REQUESTED else "done")
     where = f"at epoch {st.epoch + 1}, step {st.step}" if st.step else f"after epoch {st.epoch}"
     return TrainEvent("stopped", st.epoch, run.tc.epochs, st.step or run.steps, run.steps, losses, val,
                       elapsed_s=run.speed.elapsed(), checkpoint=str(out / "last"),
@@ -410,9 +422,10 @@ def _setup(store: Store, output: Path, cfg: RunConfig, resume: bool) -> _Run:
     if not val_idx:
         val_idx = train_idx[: max(1, len(train_idx) // 10)]
         message = "store has no test split: validating on a slice of the training clips"
-    torch.manual_seed(tc.seed)
+    torch.manual_seed(tc.seed)  # the same initial weights in every process
     model = VAE(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    d = distributed.from_env()
     state = LoopState()
     if resume:
         ck, saved = load_checkpoint(output / "last"), load_training_state(output / "last")
@@ -425,13 +438,21 @@ def _setup(store: Store, output: Path, cfg: RunConfig, resume: bool) -> _Run:
                           list(ck.meta.get("history", [])),
                           sums={k: float(sums.get(k, 0.0)) for k in LOSS_KEYS}, seen=int(saved.get("epoch_seen", 0)))
         torch.set_rng_state(saved["rng"])
+    if d.rank:  # each process its own sampling noise, deterministic per (seed, rank, position)
+        torch.manual_seed(hash((tc.seed, d.rank, state.epoch, state.step)) & 0x7FFF_FFFF)
     model.train()
     meta = {"arch": cfg.arch, "store": str(store.path.resolve()), "n_train": len(train_idx), "n_val": len(val_idx),
-            "device": str(device), "torch": torch.__version__,
+            "device": str(device), "torch": torch.__version__, "processes": d.world, "global_batch": tc.batch_size,
+            "lr": tc.lr,
             # decoding a sample needs a dB range; per-clip normalisation has none, so keep a typical one
             "typical_range": [float(np.median([store.clips[i][k] for i in train_idx])) for k in ("lo", "hi")]}
-    return _Run(cfg, output, store, model, opt, _Batches(store, train_idx, tc.batch_size), _Batches(store, val_idx, 64),
-                train_idx, val_idx[0], meta, state, _Speed(time.perf_counter()), state.epoch, message)
+    forward = None
+    if d.active:  # gradients averaged over the processes at each backward
+        ids = [device] if device.type == "cuda" else None
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    batches = _Batches(store, train_idx, tc.batch_size, d)
+    return _Run(cfg, output, store, model, opt, batches, _Batches(store, val_idx, 64), train_idx, val_idx[0], meta,
+                state, _Speed(time.perf_counter()), state.epoch, message, d, forward)
 
 
 EpochSteps = Generator[TrainEvent, None, tuple[dict[str, float], int] | None]
@@ -450,20 +471,25 @@ def _train_epoch(run: _Run, stop: threading.Event | None) -> EpochSteps:
             x = augment_batch(x, batch_generator(tc.seed, epoch, st.step), run.store.config.top_db)
         warm = min(1.0, (epoch + st.step / steps) / tc.kl_warmup_epochs) if tc.kl_warmup_epochs else 1.0
         try:
-            losses = train_step(run.model, run.opt, x, tc, warm, top_db=run.store.config.top_db)
+            losses = train_step(run.model, run.opt, x, tc, warm, forward=run.forward, top_db=run.store.config.top_db)
         except Diverged as e:
             raise _diverged(f"{e} at epoch {epoch + 1}, step {st.step + 1}", run.output, tc) from None
         dt = time.perf_counter() - t0
         st.step, st.train_time = st.step + 1, st.train_time + dt
-        speed.steps, speed.samples, speed.train_time = speed.steps + 1, speed.samples + len(x), speed.train_time + dt
+        why = _should_stop(stop, tc, st.train_time)
+        losses, n, stopping = distributed.reduce_step(losses, len(x), bool(why), run.dist)  # the global batch's
+        speed.steps, speed.samples, speed.train_time = speed.steps + 1, speed.samples + n, speed.train_time + dt
         for k in LOSS_KEYS:
-            st.sums[k] += losses[k] * len(x)
-        seen, st.seen = seen + len(x), st.seen + len(x)
+            st.sums[k] += losses[k] * n
+        seen, st.seen = seen + n, st.seen + n
         means = {k: v / st.seen for k, v in st.sums.items()}
         remaining = steps - st.step + (tc.epochs - epoch - 1) * steps
         yield TrainEvent("step", epoch, tc.epochs, st.step, steps, means, samples_per_s=speed.samples_per_s(),
                          eta_s=speed.eta(remaining), elapsed_s=speed.elapsed(), message=run.message)
-        why = _should_stop(stop, tc, st.train_time)
+        if run.dist.active:  # every process stops at the same step: where any one of them asked to
+            why = why or (STOP_REQUESTED if stopping else "")
+        else:  # a stop requested while this step's event was handled counts at once
+            why = _should_stop(stop, tc, st.train_time)
         if why and st.step < steps:  # on an epoch's last step, finish the epoch (validate) first
             yield _stop(run, why, means, None)
             return None
@@ -486,7 +512,7 @@ def _end_epoch(run: _Run, losses: dict[str, float], seen: int, t_epoch: float) -
     if st.epoch % tc.checkpoint_every == 0 or st.epoch == tc.epochs:
         _save(run, out / "last", True)
     preview = None
-    if tc.preview_every and (st.epoch % tc.preview_every == 0 or st.epoch == tc.epochs
+    if run.dist.main and tc.preview_every and (st.epoch % tc.preview_every == 0 or st.epoch == tc.epochs
                              or st.epoch - 1 == run.start_epoch):
         preview = _preview(run.model, run.store, run.preview_index, run.cfg.device)
     rate = seen / (time.perf_counter() - t_epoch)
@@ -519,7 +545,9 @@ def train(
     (:func:`vae.checkpoint.recover_run`), so a folder that holds no saved state can start a new run.
     """
     output, store = Path(output), Store(data)
-    recover_run(output)  # finish or undo a checkpoint set a crash interrupted; remove temporary leftovers
+    d = distributed.from_env()
+    if d.main:  # one writer per folder: the others wait for it below
+        recover_run(output)  # finish or undo a checkpoint set a crash interrupted; remove temporary leftovers
     if resume and not resumable(output):
         raise CheckpointError(f"cannot resume {output}: it holds no saved training state (no config.json and "
                               f"training_state.pt in {output / 'last'}), so there is nothing to resume; "
@@ -527,8 +555,14 @@ def train(
     if config is None:
         last = load_config(output / "last") if resume else None
         config = resolve_configs(store, arch, model_cfg, train_cfg, last, **overrides)
-    with store.hold():  # the store cannot be rebuilt under the run (preprocessing.store.build_store refuses)
-        yield from _loop(_setup(store, output, config, resume), stop)
+    d = distributed.init(config.device)
+    config = dataclasses.replace(config, device=distributed.device_for(config.device, d))
+    try:
+        distributed.barrier(d)  # rank 0 has recovered the folder
+        with store.hold():  # the store cannot be rebuilt under the run (preprocessing.store.build_store refuses)
+            yield from _loop(_setup(store, output, config, resume), stop)
+    finally:
+        distributed.close(d)
 
 
 def _loop(run: _Run, stop: threading.Event | None) -> Iterator[TrainEvent]:
@@ -542,10 +576,12 @@ def _loop(run: _Run, stop: threading.Event | None) -> Iterator[TrainEvent]:
         ev = _end_epoch(run, *result, t_epoch)
         yield ev
         why = _should_stop(stop, tc, st.train_time)
+        why = why or (STOP_REQUESTED if distributed.reduce_step({}, 0, bool(why), run.dist)[2] else "")
         if why and st.epoch < tc.epochs:
             yield _stop(run, why, ev.losses, ev.val)
             return
-    _save_stats(output, run.store, run.train_idx, run.cfg.device)
+    if run.dist.main:
+        _save_stats(output, run.store, run.train_idx, run.cfg.device)
     final = st.history[-1] if st.history else {"train": {}, "val": None}
     yield TrainEvent("done", tc.epochs, tc.epochs, run.steps, run.steps, final["train"], final["val"],
                      elapsed_s=run.speed.elapsed(), checkpoint=str(output),

@@ -21,9 +21,6 @@ from studio.train_process import torchrun_available
 from studio.ui import dropdown, friendly, image_audio_pair
 from vae.config import ARCHS, arch_for, model_config, train_config
 
-# Training across processes is not in vae.train yet (the train verb refuses WORLD_SIZE > 1), so the
-# Processes field stays hidden; the command line it builds (studio.train_process.command) is tested.
-MULTI_PROCESS = False
 PLOT_ARGS = {"x": "epoch", "y": "value", "color": "curve", "x_title": "epoch", "height": 220}
 
 
@@ -98,9 +95,9 @@ class TrainTab:
                                 info="higher: smoother latent space, blurrier sound")
             devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
             self.device = gr.Dropdown(devices, value="auto", label="Device")
-        # torchrun's processes; training across them is vae.train's to do (until then each trains alone)
+        # torchrun's processes: DDP, each taking its slice of every batch (vae.distributed)
         self.processes = gr.Number(1, label="Processes (torchrun)", precision=0, minimum=1,
-                                   visible=torchrun_available() and MULTI_PROCESS,
+                                   visible=torchrun_available(),
                                    info="more than 1 starts torchrun --nproc_per_node N -m vae train")
 
     def _monitor(self) -> None:

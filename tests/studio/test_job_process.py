@@ -194,3 +194,16 @@ def test_the_command_line_is_the_cli_or_torchrun(tmp_path):
     assert build_parser().parse_args(many[8:]).resume
     with pytest.raises(ConfigError, match="processes"):
         TrainingJobs(lambda *a, **k: iter(())).start("/s", tmp_path / "r", processes=2)
+
+
+@pytest.mark.slow
+def test_a_run_on_two_processes_trains_through_torchrun(tiny_store, runs):
+    """The Train tab's Processes field: torchrun starts two processes that train one model together (DDP,
+    vae.distributed); the app follows rank 0's log, which saves the checkpoints."""
+    jobs = new_jobs()
+    jobs.start(tiny_store.path, runs / "ddp", epochs=2, processes=2, **KW)
+    s = jobs.wait(240)
+    assert s.status == "done", s.error
+    meta = load_config(runs / "ddp").meta
+    assert (meta["processes"], meta["global_batch"]) == (2, KW["batch_size"])
+    assert [h["epoch"] for h in s.history] == [1, 2] == [h["epoch"] for h in meta["history"]]
