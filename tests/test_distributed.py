@@ -60,3 +60,15 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tiny_store, tmp_p
     mixed = read_config(tmp_path / "mixed")["meta"]["history"]
     assert [h["epoch"] for h in mixed] == [1, 2, 3]
     assert mixed[-1]["val"]["loss"] == pytest.approx(one["history"][-1]["val"]["loss"], rel=RTOL)
+
+
+@pytest.mark.slow
+def test_a_time_limit_stops_every_process_at_the_same_step(tiny_store, tmp_path):
+    """Each process measures its own training time; the stop is all-reduced with the losses, so both stop at
+    one step and save once (if they did not agree, one would wait for the other's all-reduce for ever)."""
+    _train(tiny_store.path, tmp_path / "run", tmp_path / "run.log", 2, "--epochs", "500", "--time-limit", "2")
+    state = read_config(tmp_path / "run" / "last")["meta"]
+    assert (state["epoch"], state["step"]) != (0, 0) and state["epoch"] < 500  # stopped part-way, saved
+    saves = _saves(tmp_path / "run.log")
+    assert {s["rank"] for s in saves} == {0}
+    assert len({(s["dir"], s["epoch"], s["step"]) for s in saves}) == len(saves)  # none written twice
