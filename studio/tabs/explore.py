@@ -31,6 +31,11 @@ from vae.latents import (
     zero_sliders,
 )
 
+# Slider moves answered at a time. One, not two: with 20 clients dragging on 2 cores while a job trained,
+# the p95 fell from 1.33 s to about 1 s (benchmarks/bench_load.py; RELIABILITY.md), as two renders at once
+# only contended with each other and with Gradio's event loop, and the queue drops stale positions anyway.
+SLIDER_WORKERS = 1
+
 STARTS = [("Origin (centre of the prior)", "origin"), ("Random sample from the prior", "prior"),
           ("Example clip", "example"), ("Uploaded / recorded clip", "upload")]
 # Keep the picture and player in view while the sliders are dragged (the launcher adds it to the page).
@@ -137,11 +142,11 @@ class ExploreTab:
             # While dragging: few Griffin-Lim iterations; "always_last" drops stale intermediate positions.
             api = {"api_visibility": "public" if k == 0 else "private"}
             s.input(friendly(self.move), [*move_in, self.fast], [self.img, self.aud], show_progress="hidden",
-                    trigger_mode="always_last", concurrency_id="explore_move", concurrency_limit=2,
+                    trigger_mode="always_last", concurrency_id="explore_move", concurrency_limit=SLIDER_WORKERS,
                     api_name="explore_move" if k == 0 else None, **api)
             s.release(friendly(self.move), [*move_in, self.phase.iterations], [self.img, self.aud],
                       show_progress="hidden", trigger_mode="always_last", concurrency_id="explore_move",
-                      concurrency_limit=2, api_name="explore_release" if k == 0 else None, **api)
+                      concurrency_limit=SLIDER_WORKERS, api_name="explore_release" if k == 0 else None, **api)
         self.tab.select(friendly(self.refresh), [self.ckpt, self.example, self.map_src],
                         [self.ckpt, self.example, self.map_src], show_progress="hidden", queue=False,
                         api_name="refresh_explore", api_visibility="undocumented")

@@ -7,6 +7,7 @@ import pytest
 from app_helpers import make_workspace
 
 from studio.jobs import TrainingJobs
+from studio.tabs.explore import SLIDER_WORKERS
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +26,13 @@ def groups(demo) -> dict[str, tuple[str, object]]:
 def test_slider_moves_have_their_own_worker_group(demo_and_app):
     demo, app = demo_and_app
     g = groups(demo)
-    assert g["explore_move"] == g["explore_release"] == ("explore_move", 2)
+    assert g["explore_move"] == g["explore_release"] == ("explore_move", SLIDER_WORKERS)
     # every slider's drag and release events are in it (not only the first slider's, which has the API name),
     # and nothing else is
     sliders = {s._id for s in app.explore.sliders}
     by_slider = [fn for fn in demo.fns.values() if any(t[0] in sliders for t in fn.targets)]
     assert sorted(t[1] for fn in by_slider for t in fn.targets) == sorted(["input", "release"] * len(sliders))
-    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in by_slider} == {("explore_move", 2)}
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in by_slider} == {("explore_move", SLIDER_WORKERS)}
     assert [fn for fn in demo.fns.values() if fn.concurrency_id == "explore_move" and fn not in by_slider] == []
     assert g["reconstruct"] == ("reconstruct", 1)  # one at a time: a core stays free for the sliders
     assert g["build_store"][0] == g["download_fsdd"][0] != g["reconstruct"][0]
