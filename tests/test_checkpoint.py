@@ -545,3 +545,31 @@ def test_exported_files_are_readable_by_others(saved, tmp_path):
     out = export_checkpoint(d, tmp_path / "shared")
     for f in out.iterdir():
         assert f.stat().st_mode & 0o044 == 0o044, f.name
+
+
+def test_an_export_over_an_earlier_one_is_one_set(saved, tmp_path, monkeypatch):
+    """An export writes its files as one set (vae.checkpoint.commit_files): a failure part-way leaves the
+    earlier export whole, and files the new source lacks (its statistics, a prior) do not linger."""
+    _, d = saved
+    (d / "latents.safetensors").write_bytes(b"statistics")  # copied as they are
+    out = export_checkpoint(d, tmp_path / "shared")
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert before["latents.safetensors"] == b"statistics"
+    (out / "prior.json").write_text("{}")  # as if the earlier export was of a temporal model
+    before["prior.json"] = b"{}"
+    real, written = checkpoint_module._write_bytes, []
+
+    def fail_on_third(path, data):
+        written.append(path)
+        if len(written) == 3:
+            raise OSError(5, "Input/output error", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint_module, "_write_bytes", fail_on_third)
+    with pytest.raises(OSError):
+        export_checkpoint(d, out, half=True)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # the earlier export, whole
+    monkeypatch.undo()
+    (d / "latents.safetensors").unlink()
+    export_checkpoint(d, out)
+    assert sorted(f.name for f in out.iterdir()) == ["config.json", "model.safetensors"]

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from safetensors.torch import save as serialize
 
 from preprocessing.config import SpectrogramConfig
@@ -430,15 +430,13 @@ def export_checkpoint(source: str | Path, output: str | Path, half: bool = False
     overflow = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if overflow:
         raise CheckpointError(f"{source}: {', '.join(overflow[:3])} do not fit in float16; export without --half")
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write(output / "model.safetensors", lambda p: save_file(weights, str(p)))
-    for name in ("latents.safetensors", "prior.safetensors", "prior.json", "README.md"):
-        if (source / name).is_file():
-            atomic_write(output / name, lambda p, name=name: shutil.copyfile(source / name, p))
     config = read_config(source)
     config["meta"] = {**config.get("meta", {}), "weights_dtype": "float16" if half else "float32"}
-    atomic_write(output / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
-    return output
+    extras = ("latents.safetensors", "prior.safetensors", "prior.json", "README.md")
+    files = {"model.safetensors": serialize(weights), "config.json": json.dumps(config, indent=2).encode()}
+    files.update({name: (source / name).read_bytes() for name in extras if (source / name).is_file()})
+    # one set: an export over an earlier one never mixes the two (nor keeps its statistics or prior)
+    return commit_files(output, files, delete=[name for name in extras if name not in files])
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:
