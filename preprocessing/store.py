@@ -44,6 +44,7 @@ from .errors import UserError
 from .labels import ClipLabel, assign_splits, parse_label, relative_name
 from .progress import ProgressFn
 from .spectrogram import db_range, denormalise, log_spectrogram, to_audio
+from .tempfiles import left_by_dead_writer, tmp_path
 
 STORE_VERSION = 1
 LOCK = "config.json"  # flock'd: shared while a run trains on the store, exclusive while it is rebuilt
@@ -330,19 +331,8 @@ def check_store_size(files: list[Path], cfg: SpectrogramConfig, output: Path, ma
 def _remove_stale_tmp(output: Path) -> None:
     """Remove temporary siblings (``.<name>.tmp-<pid>``) left by builds that were killed."""
     for tmp in output.parent.glob(f".{output.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if left_by_dead_writer(tmp.name):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -386,7 +376,7 @@ def _reusable(output: Path, fp: str) -> StoreSummary | None:
 def _write_store(root: Path, files: list[Path], skipped: list[Skipped], output: Path, cfg: SpectrogramConfig,
                  fp: str, progress: ProgressFn | None, test_fraction: float) -> None:
     """Analyse ``files`` into a temporary sibling of ``output``, then rename it into place."""
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    tmp = tmp_path(output)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:

@@ -31,7 +31,7 @@ from preprocessing.config import ConfigError, SpectrogramConfig
 from preprocessing.errors import UserError
 from preprocessing.spectrogram import denormalise, to_audio
 from preprocessing.store import PreprocessError, Store
-from vae.checkpoint import CheckpointConfig, CheckpointError, load_config
+from vae.checkpoint import CheckpointConfig, CheckpointError, load_config, resumable
 from vae.events import EVENTS, EventReader, lock_holder, to_event
 from vae.train import STOP_REQUESTED, RunConfig, TrainEvent, resolve_configs
 
@@ -271,7 +271,7 @@ class TrainingJobs:
     def resume(self, output: str | Path, **overrides: Any) -> JobState:
         """Continue the run in ``output`` from ``output/last`` on the store it was trained on."""
         output = Path(output)
-        if not (output / "last" / "config.json").is_file():
+        if not resumable(output):
             raise CheckpointError(f"cannot resume {output.name}: it has no saved state (last/); "
                                   "start a new run instead")
         data = load_config(output / "last").meta.get("store")

@@ -38,6 +38,7 @@ from safetensors.torch import save as serialize
 
 from preprocessing.config import SpectrogramConfig
 from preprocessing.errors import UserError
+from preprocessing.tempfiles import left_by_dead_writer, tmp_path
 
 from .config import ModelConfig, TrainConfig
 from .model import VAE
@@ -76,7 +77,6 @@ COMMIT_FORMAT = "sound-vae-commit/1"
 PENDING = ".pending"  # a set's new file NAME is written as .NAME.pending first
 STATS_FILES = ("latents.safetensors", "prior.safetensors", "prior.json")  # describe the best model's weights
 RESUME_FILES = ("config.json", "model.safetensors", "training_state.pt")  # what output/last needs to resume
-_TMP = re.compile(r"^\..+\.tmp-(\d+)$")  # atomic_write's temporary files: .NAME.tmp-PID
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how safetensors (Rust) reports an I/O error's errno
 _FIXABLE = {errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}  # the user's to fix, like a full disk
 
@@ -105,7 +105,7 @@ def _write_error(e: BaseException, directory: Path, what: str = "the checkpoint"
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp_path)`` then rename tmp_path to ``path`` (same directory). A full disk or a folder
     that cannot be written raises :class:`CheckpointError` naming the folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_path(path)
     try:
         write(tmp)
         os.chmod(tmp, 0o644)  # safetensors creates its files 0600: others on the machine could not load them
@@ -218,23 +218,6 @@ def commit_files(directory: str | Path, files: dict[str, bytes], delete: Iterabl
     return directory
 
 
-def _is_dead_tmp(name: str) -> bool:
-    """Whether ``name`` is a temporary file of :func:`atomic_write` whose process is gone (POSIX; elsewhere
-    none is removed, as there is no safe way to ask whether a process runs)."""
-    m = _TMP.match(name)
-    if m is None or os.name != "posix" or int(m[1]) == os.getpid():
-        return False
-    try:
-        os.kill(int(m[1]), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except (OverflowError, ValueError):  # not a possible pid
-        return True
-    except PermissionError:  # runs as another user
-        return False
-    return False
-
-
 def recover(directory: str | Path) -> bool:
     """Finish the checkpoint set in ``directory`` that a crash interrupted after its commit (True), or drop
     one interrupted before it (False); remove pending files and the temporary files of writers that no
@@ -247,7 +230,7 @@ def recover(directory: str | Path) -> bool:
         _apply(directory, *marker)
     for path in directory.iterdir():
         name = path.name
-        if name == COMMIT or (name.startswith(".") and name.endswith(PENDING)) or _is_dead_tmp(name):
+        if name == COMMIT or (name.startswith(".") and name.endswith(PENDING)) or left_by_dead_writer(name):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:

@@ -27,6 +27,7 @@ from preprocessing.errors import InputError, UserError
 from preprocessing.progress import ProgressFn
 from preprocessing.store import MAX_STORE_BYTES, Store, build_store, check_test_fraction, find_audio
 
+from . import distributed
 from .checkpoint import export_checkpoint, load_checkpoint, load_config
 from .config import ARCHS
 from .evaluate import evaluate
@@ -134,7 +135,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     output = Path(a.output)
     try:
-        with EventLog(output, enabled=int(os.environ.get("RANK", "0")) == 0) as events, \
+        with EventLog(output, enabled=distributed.from_env().main) as events, \
                 tqdm(desc="train", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
             events.start(data=str(Path(a.data).resolve()), resume=a.resume, arch=a.arch, params=overrides,
                          threads=torch.get_num_threads(), history=_history(output, a.resume))
@@ -207,7 +208,8 @@ def _train_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--data", required=True, help="store directory (from preprocess)")
     s.add_argument("--output", required=True, help="checkpoint directory to write")
     s.add_argument("--arch", choices=ARCHS,
-                   help="default: the one measured best for the store's preset (temporal for music, default otherwise)")
+                   help="default: the one measured best for the store's preset (vae.config.PRESET_ARCHS: temporal for "
+                        "digits and music, study for the study's presets, default otherwise)")
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float)
