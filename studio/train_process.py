@@ -81,16 +81,26 @@ def _ended_text(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+def autogroup(pid: int | str) -> tuple[str, int] | None:
+    """``(name, nice)`` of the autogroup process ``pid`` is scheduled in, or None where there is none: not
+    Linux, autogroups off, or a process in a cgroup of its own (containers), whose file is empty."""
+    try:
+        fields = Path(f"/proc/{pid}/autogroup").read_text().split()  # "/autogroup-594 nice 0"
+        return fields[0], int(fields[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def lower_priority(pid: int, nice: int) -> None:
     """Make process ``pid`` ``nice`` steps nicer than this one. On Linux with autogroups (the default on
     desktops and many servers) a new session is scheduled as its own group, beside this one, and a nice
     value only counts within its group: so the group's nice (``/proc/PID/autogroup``) is raised too."""
     try:
         os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
-        group, ours = Path(f"/proc/{pid}/autogroup"), Path("/proc/self/autogroup")
-        if group.is_file() and group.read_text().split()[0] != ours.read_text().split()[0]:
-            group.write_text(str(min(19, int(ours.read_text().split()[-1]) + nice)))
-    except (OSError, AttributeError, ValueError, IndexError):  # ended already, or not Linux: it runs as it is
+        theirs, ours = autogroup(pid), autogroup("self")
+        if theirs and ours and theirs[0] != ours[0]:
+            Path(f"/proc/{pid}/autogroup").write_text(str(min(19, ours[1] + nice)))
+    except (OSError, AttributeError):  # ended already, or not Linux: it runs as it is
         pass
 
 

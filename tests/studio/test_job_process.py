@@ -16,7 +16,7 @@ from conftest import TINY
 from preprocessing.config import ConfigError
 from studio import jobs as jobs_module
 from studio.jobs import JobBusy, TrainingJobs
-from studio.train_process import LOG, NICE, command
+from studio.train_process import LOG, NICE, autogroup, command
 from vae.checkpoint import load_config
 from vae.cli import build_parser
 from vae.events import EVENTS, lock_holder
@@ -53,10 +53,9 @@ def test_a_run_in_its_own_process_reports_losses_and_previews(tiny_store, runs):
     assert first.status == "running" and first.pid > 0 and first.pid != os.getpid()
     # a lower priority than the app's, while it runs
     assert os.getpriority(os.PRIO_PROCESS, first.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE)
-    group, ours = Path(f"/proc/{first.pid}/autogroup"), Path("/proc/self/autogroup")
-    if group.is_file():  # Linux with autogroups: its own session is its own group, and that group is nicer too
-        theirs, mine = group.read_text().split(), ours.read_text().split()
-        assert theirs[0] != mine[0] and int(theirs[-1]) == min(19, int(mine[-1]) + NICE)
+    theirs, mine = autogroup(first.pid), autogroup("self")
+    if mine is not None:  # Linux with autogroups: its own session is its own group, and that group is nicer too
+        assert theirs is not None and theirs[0] != mine[0] and theirs[1] == min(19, mine[1] + NICE)
     s = jobs.wait(120)
     assert s.status == "done", s.error
     assert lock_holder(runs / "run") is None  # the process has ended
