@@ -46,6 +46,10 @@ MAX_UPLOAD = "500mb"  # per file, enforced by Gradio before our own limits (stud
 # reconstructions and dataset builds), and queue positions sent every few seconds rather than to every
 # waiting request each time a job starts (with 20 clients on the sliders that was much of the server's work).
 QUEUE = {"default_concurrency_limit": 2, "status_update_rate": 5}
+# Gradio's queue rebuilds a pandas summary of up to 10,000 past events after every event (for its
+# monitoring page): 2-7 ms of the GIL per slider move, growing as the app runs. Once per 1,000 events
+# is plenty for that page. Read when the queue is made, so set here, before any Blocks exists.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 
 class App:

@@ -139,6 +139,24 @@ def train_rate(log: Path, n_train: int, t0: float, t1: float) -> dict[str, Any]:
 # ---------------------------------------------------------------- the clients
 
 
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU time (user + system, seconds) used so far by process ``pid`` (Linux ``/proc``), or by this
+    process (all its threads) when ``pid`` is None; None where it cannot be read."""
+    if pid is None:
+        return time.process_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in ticks
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_shares(before: dict[str, float | None], after: dict[str, float | None], seconds: float) -> dict[str, Any]:
+    """Cores each process kept busy between two :func:`cpu_seconds` readings (None where unreadable)."""
+    return {k: None if before[k] is None or after[k] is None else round((after[k] - before[k]) / seconds, 2)
+            for k in before}
+
+
 def lighter_clients() -> None:
     """One TLS context for every HTTP client of this process. gradio_client opens a new HTTP client for each
     request, and httpx builds a new TLS context for each (reading the CA bundle), even for plain http to
@@ -256,6 +274,7 @@ def stop_all(url: str, app: subprocess.Popen, run: Path) -> None:
 
 def measure(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from benchmarks.slider_latency import free_port
+    from vae.events import lock_holder
 
     store, n_train = make_store(a.data, tmp / "data" / "stores")
     port = free_port()
@@ -273,11 +292,19 @@ def measure(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             time.sleep(0.5)
         t_train = time.time()
         time.sleep(a.settle)
-        t0 = time.time()
+        def readings() -> dict[str, float | None]:
+            return {"app": cpu_seconds(app.pid), "training": cpu_seconds(lock_holder(run)),
+                    "clients": cpu_seconds()}
+
+        before, t0 = readings(), time.time()
         clients.run(a.duration, a.think)
-        t1 = time.time()
+        t1, after = time.time(), readings()
         clients.close()
+        answered = len(clients.results)
+        app_cpu = None if before["app"] is None or after["app"] is None else (after["app"] - before["app"])
         return {"requests": clients.summary(), "n_sliders": clients.n_sliders, "train_store_clips": n_train,
+                "cores_busy": cpu_shares(before, after, t1 - t0),
+                "app_cpu_ms_per_request": None if app_cpu is None else round(1000 * app_cpu / max(1, answered), 1),
                 "training": None if a.no_train else {
                     "alone": train_rate(log, n_train, t_train, t0), "under_load": train_rate(log, n_train, t0, t1),
                     "started": "load" in progress}}
@@ -304,6 +331,11 @@ def markdown(res: dict[str, Any]) -> str:
                  f"process): {common.fmt(t['alone']['samples_per_s'])} samples/s alone "
                  f"({t['alone']['seconds']} s), {common.fmt(t['under_load']['samples_per_s'])} samples/s under "
                  f"the load ({t['under_load']['seconds']} s).\n")
+    cores = res.get("cores_busy") or {}
+    if cores.get("app") is not None:
+        busy = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if v is not None)
+        text += (f"\nCores kept busy during the load ({res['machine']['cores']} in all): {busy}. The app used "
+                 f"{common.fmt(res['app_cpu_ms_per_request'])} ms of CPU per answered request.\n")
     text += (f"\nTarget: {TARGET_P95_MS:.0f} ms slider p95, 0 errors, training going on: "
              f"{'met' if res['meets_target'] else 'not met'}.\n")
     return text

@@ -47,3 +47,11 @@ def test_the_queue_sends_positions_periodically_not_after_every_job(demo_and_app
     demo.queue(**QUEUE)
     assert demo._queue.live_updates is False and demo._queue.update_intervals == QUEUE["status_update_rate"] > 0
     assert demo._queue.default_concurrency_limit == QUEUE["default_concurrency_limit"]
+
+
+def test_the_queue_does_not_summarise_its_event_history_after_every_event(demo_and_app):
+    from app import QUEUE
+
+    demo, _ = demo_and_app
+    demo.queue(**QUEUE)
+    assert demo._queue.ANAYLTICS_CACHE_FREQUENCY >= 1000  # Gradio's default, 1, rebuilt a DataFrame per event

@@ -282,3 +282,18 @@ def test_damaged_latent_stats_do_not_block_reconstruct_and_explore_says_why(tmp_
         ws.latent_stats(ck)
     info = ex.setup(ck, "zero", 1)[ex.info]
     assert "The latent statistics cannot be used" in info and "prior's first axes" in info
+
+
+def test_old_output_folders_are_removed_beyond_the_newest_ones(tmp_path):
+    ws = Workspace(tmp_path / "data", tmp_path / "runs", tmp_path / "ck", tmp_path / "ex")
+    folders = []
+    for k in range(5):
+        d = ws.audio_dir / f"f{k}"
+        d.mkdir(parents=True)
+        (d / "a.wav").write_bytes(b"x")
+        if k == 1:  # something unexpected inside: still removed
+            (d / "sub").mkdir()
+            (d / "sub" / "b").write_bytes(b"y")
+        folders.append(ws._track(d, keep=2))
+    assert [d.exists() for d in folders] == [False, False, False, True, True]
+    assert sorted(p.name for p in ws.audio_dir.iterdir()) == ["f3", "f4"]
