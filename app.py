@@ -91,6 +91,8 @@ class App:
                   rec.outputs, api_name="initial_reconstruction", api_visibility="undocumented")
         demo.load(friendly(ex.setup), [ex.ckpt, ex.phase.method, ex.phase.iterations], ex.setup_outputs,
                   api_visibility="private")
+        demo.load(friendly(ex.label_choices), [ex.ckpt, ex.label], ex.label, show_progress="hidden",
+                  api_visibility="private")  # a conditional model's label picker (issue #14)
 
     def stores_changed(self, train_store: str | None, rec_store: str | None, rec_source: str | None,
                        map_source: str | None) -> dict:

@@ -184,7 +184,7 @@ def call_case(target: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_case(target: str, kwargs: dict[str, Any] | None = None, isolate: bool = True,
-             timeout_s: float | None = None) -> dict[str, Any]:
+             timeout_s: float | None = None, first_path: str | None = None) -> dict[str, Any]:
     """Run one measured case, by default in a fresh Python process so its peak memory is its own.
 
     ``target`` is ``"benchmarks.module:function"``; the function takes JSON-able keyword
@@ -194,7 +194,9 @@ def run_case(target: str, kwargs: dict[str, Any] | None = None, isolate: bool = 
     kwargs = kwargs or {}
     if not isolate:
         return call_case(target, kwargs)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # ``first_path``: a folder searched before the repository (another version's packages, to compare with)
+    paths = [first_path, str(ROOT), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     cmd = [sys.executable, "-m", "benchmarks.common", "--case", target, "--kwargs", json.dumps(kwargs)]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith(RESULT_MARK)]

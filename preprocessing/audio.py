@@ -100,7 +100,7 @@ def load_audio(path: str | Path, sample_rate: int, min_samples: int = 1) -> np.n
         raise AudioError(path, f"not readable as audio ({str(e).strip() or type(e).__name__})") from None
     if data.size == 0:
         raise AudioError(path, "contains no samples")
-    wave = data.mean(axis=1)  # (n, channels) -> (n,)
+    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)  # (n, channels) -> (n,); mono as it is
     if not np.isfinite(wave).all():
         raise AudioError(path, "contains NaN or infinite samples")
     wave = resample(wave, sr, sample_rate)

@@ -38,12 +38,15 @@ try:
 except ImportError:  # Windows: no advisory locks, so a store in use is not protected from a rebuild there
     fcntl = None  # type: ignore[assignment]
 
-from .audio import MAX_FILE_S, AudioError, fit_length, is_audio_path, is_silent, load_audio, peak, windows
+from .analysis import FileAnalysis, RawShard, Segment, analyse_file, normalise_rows
+from .audio import MAX_FILE_S, AudioError, fit_length, is_audio_path, load_audio
 from .config import ConfigError, SpectrogramConfig
 from .errors import UserError
 from .labels import ClipLabel, assign_splits, parse_label, relative_name
+from .parallel import Pool, analyse_task, check_workers, usable_cpus
 from .progress import ProgressFn
-from .spectrogram import db_range, denormalise, log_spectrogram, to_audio
+from .rows import RowReader
+from .spectrogram import denormalise, to_audio
 from .tempfiles import left_by_dead_writer, tmp_path
 
 STORE_VERSION = 1
@@ -93,7 +96,8 @@ class StoreSummary:
 
 
 class Store:
-    """A dataset store opened read-only; ``specs`` is a memory map (N, n_freq, n_frames)."""
+    """A dataset store opened read-only; ``specs`` is a memory map (N, n_freq, n_frames), ``rows`` the same
+    rows read with explicit reads (``store.rows[[i, j]]``: a new array, no pages left mapped; for big stores)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -115,6 +119,7 @@ class Store:
         if self.specs.shape != (len(self.clips), *self.config.shape):
             raise PreprocessError(f"{self.path}: spectrograms.npy has shape {self.specs.shape}, "
                                   f"manifest and config expect {(len(self.clips), *self.config.shape)}")
+        self.rows = RowReader(self.specs.filename, self.specs.shape, self.specs.dtype, self.specs.offset)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -265,9 +270,14 @@ def build_store(
     test_fraction: float = 0.1,
     reuse: bool = True,
     max_bytes: int = MAX_STORE_BYTES,
+    workers: int | None = 1,
 ) -> StoreSummary:
     """Preprocess audio files into a store at ``output``; return its summary.
 
+    ``workers``: processes analysing files at once, 1 to 256 (at most one per file is started); None: one per
+    usable CPU when the store is estimated at PARALLEL_MIN_BYTES or more, else 1 (:func:`auto_workers`). 1 does
+    all the work in this process; more give the same store byte for byte, faster on several cores (see
+    :mod:`.parallel`; a script using them must start under ``if __name__ == "__main__":``).
     Files that cannot be used are skipped with a reason (see ``StoreSummary.skipped``). Raises
     :class:`PreprocessError` when there is no audio at all or no file is usable, when the store would
     exceed ``max_bytes`` or the free disk space (estimated from the files' headers before any work), or
@@ -275,6 +285,8 @@ def build_store(
     """
     cfg.validate()
     check_test_fraction(test_fraction)
+    if workers is not None:
+        check_workers(workers)
     output = Path(output)
     if output.name in ("", ".."):  # "." or "..": a folder name for the temporary sibling
         output = Path(os.path.abspath(output))
@@ -284,15 +296,28 @@ def build_store(
         fp = fingerprint(cfg, root, files, test_fraction)
         if reuse and (reused := _reusable(output, fp)) is not None:
             return reused
-        check_store_size(files, cfg, output, max_bytes)
+        size = check_store_size(files, cfg, output, max_bytes)
+        workers = min(auto_workers(size) if workers is None else workers, len(files))
         _remove_stale_tmp(output)
         with _exclusive(output):
-            _write_store(root, files, skipped, output, cfg, fp, progress, test_fraction)
+            _write_store(root, files, skipped, output, cfg, fp, progress, test_fraction, workers)
     except OSError as e:  # an unwritable or full disk, a folder in the way, an input file gone meanwhile
         where = f": {e.filename}" if e.filename else ""
         raise PreprocessError(f"cannot build the store {output} ({e.strerror or e}{where}); check that its "
                               "folder is writable and has free space, or choose another output") from None
     return Store(output).summary()
+
+
+# Starting the workers costs 3-5 s (fresh interpreters importing torch and torchaudio), so they pay off only for
+# bigger stores. Measured on 2 cores (BENCHMARKS.md, "Data at scale"; ranges: other work on the machine): FSDD's
+# 2,500 short files (digits preset, 0.12 GiB) took 3.8 s in one process and 5.5 s with two workers; 300 files of
+# 30 s (music, 1.5 GiB) 8.7-21 s and 9.8-15 s; 2,100 of them (10.25 GiB) 115 s and 82 s.
+PARALLEL_MIN_BYTES = 1 << 30
+
+
+def auto_workers(store_bytes: int) -> int:
+    """Workers for a store of about ``store_bytes``: one per usable CPU from PARALLEL_MIN_BYTES on, else 1."""
+    return usable_cpus() if store_bytes >= PARALLEL_MIN_BYTES else 1
 
 
 def check_test_fraction(fraction: float) -> float:
@@ -374,17 +399,20 @@ def _reusable(output: Path, fp: str) -> StoreSummary | None:
 
 
 def _write_store(root: Path, files: list[Path], skipped: list[Skipped], output: Path, cfg: SpectrogramConfig,
-                 fp: str, progress: ProgressFn | None, test_fraction: float) -> None:
+                 fp: str, progress: ProgressFn | None, test_fraction: float, workers: int = 1) -> None:
     """Analyse ``files`` into a temporary sibling of ``output``, then rename it into place."""
     tmp = tmp_path(output)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        clips, n_silent = _analyse(root, files, cfg, tmp / "spectrograms.f32", skipped, progress, test_fraction)
-        if not clips:
-            reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:5])
-            raise PreprocessError(f"none of the {len(files)} audio files in {root} could be used ({reasons})")
-        cfg = _finalise(tmp, clips, cfg)
+        with Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            clips, parts, n_silent = _analyse(root, files, cfg, tmp, skipped, progress, test_fraction, pool)
+            if not clips:
+                reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:5])
+                raise PreprocessError(f"none of the {len(files)} audio files in {root} could be used ({reasons})")
+            cfg = _finalise(tmp, clips, parts, cfg, pool)
+        for shard in tmp.glob("*.f32"):  # the raw rows, once the workers that wrote them have ended
+            shard.unlink()
         meta = {
             "version": STORE_VERSION, "spectrogram": cfg.to_dict(), "input": str(root.resolve()),
             "fingerprint": fp, "test_fraction": test_fraction, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -400,61 +428,87 @@ def _write_store(root: Path, files: list[Path], skipped: list[Skipped], output: 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _analyse(root: Path, files: list[Path], cfg: SpectrogramConfig, raw_path: Path,
-             skipped: list[Skipped], progress: ProgressFn | None,
-             test_fraction: float) -> tuple[list[dict], int]:
-    """Write every usable window's dB spectrogram to ``raw_path``; return manifest entries."""
+def _analysed(files: list[Path], cfg: SpectrogramConfig, tmp: Path, pool: Pool | None) -> Iterator[FileAnalysis]:
+    """Each file's analysis, in order: here into one raw shard (``spectrograms.f32``), or by the pool's workers
+    into theirs."""
+    if pool is not None:
+        yield from pool.in_order(analyse_task, ((str(p), cfg, str(tmp)) for p in files))
+        return
+    shard = RawShard(tmp / "spectrograms.f32")
+    try:
+        for path in files:
+            yield analyse_file(path, cfg, shard)
+    finally:
+        shard.close()
+
+
+def _analyse(root: Path, files: list[Path], cfg: SpectrogramConfig, tmp: Path, skipped: list[Skipped],
+             progress: ProgressFn | None, test_fraction: float,
+             pool: Pool | None = None) -> tuple[list[dict], list[FileAnalysis], int]:
+    """Write every usable window's dB spectrogram to raw shards in ``tmp``; return the manifest entries, the
+    analyses of the files that gave rows (where the rows are), and the number of silent windows left out."""
     labels: list[ClipLabel] = [parse_label(p, root) for p in files]
     splits = assign_splits(files, labels, root, test_fraction)
     clips: list[dict] = []
+    parts: list[FileAnalysis] = []
     n_silent = 0
-    with open(raw_path, "wb") as raw:
-        for k, (path, lab, split) in enumerate(zip(files, labels, splits)):
+    with contextlib.closing(_analysed(files, cfg, tmp, pool)) as results:
+        for k, (path, lab, split, res) in enumerate(zip(files, labels, splits, results)):
             rel = relative_name(path, root)
-            try:
-                wave = load_audio(path, cfg.sample_rate, min_samples=cfg.n_fft)
-                if is_silent(wave):
-                    raise AudioError(path, "all-silent audio (peak below -80 dBFS)")
-                gain = 1.0 / peak(wave) if cfg.peak_normalise else 1.0
-                all_wins = windows(wave * gain, cfg.n_samples, cfg.windowing)
-                wins = [(o, w) for o, w in all_wins if not is_silent(w)]
-                n_silent += len(all_wins) - len(wins)
-                if not wins:
-                    raise AudioError(path, "all windows are silent")
-                db = log_spectrogram(np.stack([w for _, w in wins]), cfg).numpy()  # (W, F, T)
-                for (offset, _), spec in zip(wins, db):
-                    lo, hi = db_range(torch.from_numpy(spec), cfg) if cfg.normalisation == "clip" else (0.0, 0.0)
-                    if cfg.normalisation == "clip" and not hi > lo:
-                        n_silent += 1
-                        continue
-                    raw.write(np.ascontiguousarray(spec, dtype=np.float32).tobytes())
-                    clips.append({"source": rel, "offset": round(offset / cfg.sample_rate, 4),
-                                  "label": lab.label, "speaker": lab.speaker, "split": split,
-                                  "lo": lo, "hi": hi, "gain": gain, "db_max": float(spec.max())})
-            except AudioError as e:
-                skipped.append(Skipped(str(path), e.reason))
+            n_silent += res.n_silent
+            if res.reason is not None:
+                skipped.append(Skipped(str(path), res.reason))
+            elif res.rows:
+                parts.append(res)
+                clips += [{"source": rel, "offset": offset, "label": lab.label, "speaker": lab.speaker, "split": split,
+                           "lo": lo, "hi": hi, "gain": res.gain, "db_max": db_max}
+                          for offset, (lo, hi), db_max in zip(res.offsets, res.ranges, res.db_max)]
             if progress:
                 progress(k + 1, len(files), rel)
-    return clips, n_silent
+    return clips, parts, n_silent
 
 
-def _finalise(tmp: Path, clips: list[dict], cfg: SpectrogramConfig) -> SpectrogramConfig:
-    """Normalise the raw dB spectrograms into ``spectrograms.npy``; return cfg with ref_db set."""
+NORMALISE_BYTES = 32 << 20  # rows normalised per task: bounded memory, few tasks
+
+
+def _finalise(tmp: Path, clips: list[dict], parts: list[FileAnalysis], cfg: SpectrogramConfig,
+              pool: Pool | None = None) -> SpectrogramConfig:
+    """Normalise the raw dB rows into ``spectrograms.npy`` (explicit reads and writes of at most NORMALISE_BYTES
+    at a time, by the pool's workers when there is one); return cfg with ref_db set."""
     if cfg.normalisation == "global":
         train = [c["db_max"] for c in clips if c["split"] == "train"] or [c["db_max"] for c in clips]
         cfg = dataclasses.replace(cfg, ref_db=round(max(train), 3))
         lo, hi = cfg.ref_db - cfg.top_db, cfg.ref_db
         for c in clips:
             c["lo"], c["hi"] = lo, hi
-    raw = np.memmap(tmp / "spectrograms.f32", dtype=np.float32, mode="r", shape=(len(clips), *cfg.shape))
-    out = np.lib.format.open_memmap(tmp / "spectrograms.npy", mode="w+", dtype=np.float32,
-                                    shape=(len(clips), *cfg.shape))
-    for i, c in enumerate(clips):
-        out[i] = np.clip((raw[i] - c["lo"]) / (c["hi"] - c["lo"]), 0.0, 1.0)
-        del c["db_max"]
-    out.flush()
-    del raw, out
-    (tmp / "spectrograms.f32").unlink()
+    out = tmp / "spectrograms.npy"
+    header = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(clips), *cfg.shape))
+    offset, row_bytes = header.offset, cfg.n_freq * cfg.n_frames * 4
+    del header  # the file has its header and size; the rows are written below
+    ranges = [(c["lo"], c["hi"]) for c in clips]
+    for c in clips:
+        del c["db_max"]  # a build value, not kept in the manifest
+    step = max(1, NORMALISE_BYTES // row_bytes)
+    tasks: list[tuple] = []
+    segments: list[Segment] = []
+    row = n = 0  # the store's next row; rows in the task being gathered
+    for part in parts:
+        for first in range(0, part.rows, step):  # a long file's rows in pieces of at most NORMALISE_BYTES
+            count = min(step, part.rows - first)
+            segments.append((str(tmp / part.shard), part.first_row + first, ranges[row:row + count],
+                             offset + row * row_bytes))
+            row, n = row + count, n + count
+            if n >= step:
+                tasks.append((segments, str(out), cfg.shape))
+                segments, n = [], 0
+    if segments:
+        tasks.append((segments, str(out), cfg.shape))
+    if pool is None:
+        for task in tasks:
+            normalise_rows(*task)
+    else:
+        for _ in pool.in_order(normalise_rows, tasks):
+            pass
     return cfg
 
 

@@ -5,6 +5,11 @@
 
 The card's evaluation block is the exact JSON that ``python -m vae evaluate`` prints for the same
 input and split; tests/test_shipped.py re-runs the evaluation and checks it still matches.
+
+    python scripts/make_model_card.py checkpoints/digits --named-only
+
+rewrites only the card's "Named directions" section, from the checkpoint's latents.safetensors (after
+``python scripts/fit_named_directions.py``), leaving the rest of the card as it is.
 """
 
 from __future__ import annotations
@@ -15,9 +20,21 @@ from pathlib import Path
 
 from vae.checkpoint import load_checkpoint
 from vae.evaluate import evaluate
-from vae.latents import load_latent_stats
+from vae.latents import LatentStats, load_latent_stats
+from vae.named_directions import (
+    FOLDS,
+    MIN_CHANGE_SD,
+    MIN_R2,
+    MIN_SPEARMAN,
+    RANGE_SD,
+    SWEEP_POINTS,
+    SWEEP_STARTS,
+    figures_table,
+)
+from vae.properties import PROPERTIES
 
 EVAL_BEGIN, EVAL_END = "<!-- evaluation -->", "<!-- /evaluation -->"
+NAMED_BEGIN, NAMED_END = "<!-- named -->", "<!-- /named -->"
 
 
 def card_evaluation(card: str) -> dict:
@@ -45,16 +62,64 @@ def architecture_text(ck, arch: str | None, n_params: int) -> str:
             f"(warm-up {tc.kl_warmup_epochs} epochs), Adam lr {tc.lr:g}, batch {tc.batch_size}.")
 
 
+def named_section(checkpoint: str, stats: LatentStats | None) -> list[str]:
+    """The card's "Named directions" section (lines): how the directions were fitted and their figures."""
+    head = ["## Named directions", "", NAMED_BEGIN]
+    nd = stats.named if stats else None
+    if nd is None:
+        return [*head, "No named directions saved (`python scripts/fit_named_directions.py "
+                f"{checkpoint}` fits them).", NAMED_END, ""]
+    left_out = [PROPERTIES[n].title for i, n in enumerate(nd.names) if not nd.passes(i)]
+    return [*head,
+            "Directions that move a measurable property of the sound, the Explore tab's *Named directions* "
+            f"sliders, fitted by `python scripts/fit_named_directions.py {checkpoint}` on the {len(stats.codes)} "
+            "training codes saved in `latents.safetensors` (vae.named_directions): each property is measured on "
+            "the decoded code (vae.properties: RMS level, spectral centroid, harmonic-sum f0, spectral flatness, "
+            "share of frames within 30 dB of the loudest) and regressed on the code's mean frame (ridge). R² is on "
+            f"held-out clips ({FOLDS}-fold; folds split clips, not recordings): of the slider's direction, and of a "
+            "near-least-squares fit of all the numbers (how much of the property the codes hold linearly). "
+            f"Spearman: slider position against the decoded property, {SWEEP_POINTS} positions over +/- "
+            f"{RANGE_SD:g} SD, median over {SWEEP_STARTS} clips; the change is the decoded one over that range "
+            f"(median over the clips). A slider is offered when R² >= {MIN_R2:g}, Spearman >= {MIN_SPEARMAN:g} "
+            f"and the change is at least {MIN_CHANGE_SD:g} of the property's spread across clips"
+            + (f"; left out here: {', '.join(left_out)}" if left_out else "; all are offered here")
+            + ". `python -m pytest tests/test_named_shipped.py -s` decodes along each offered slider again from 6 "
+            "other clips and checks the median Spearman >= 0.8, and from the origin, the Explore tab's start (there "
+            "the length is not checked, as the origin decodes to a steady sound that fills the window, and f0, which "
+            "moves in steps on a sound with no single clear pitch, only for its direction).", "",
+            figures_table(nd), NAMED_END, ""]
+
+
+def replace_named_section(card: str, section: list[str]) -> str:
+    """``card`` with its "Named directions" section replaced by ``section`` (added at the end if it has none)."""
+    text = "\n".join(section)
+    if NAMED_BEGIN in card:
+        start = card.index("## Named directions")
+        end = card.index(NAMED_END) + len(NAMED_END)
+        return card[:start] + text.removesuffix("\n") + card[end:]
+    return card.rstrip("\n") + "\n\n" + text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
-    p.add_argument("--eval-input", required=True, help="held-out audio (folder) to evaluate on")
+    p.add_argument("--named-only", action="store_true", help="rewrite only the Named directions section")
+    p.add_argument("--eval-input", help="held-out audio (folder) to evaluate on (required unless --named-only)")
     p.add_argument("--split", default="test")
-    p.add_argument("--title", required=True)
-    p.add_argument("--data-note", required=True, help="what the model was trained on")
-    p.add_argument("--command", required=True, help="the exact commands that reproduce the checkpoint")
-    p.add_argument("--hardware", required=True, help="where it was trained")
+    p.add_argument("--title")
+    p.add_argument("--data-note", help="what the model was trained on")
+    p.add_argument("--command", help="the exact commands that reproduce the checkpoint")
+    p.add_argument("--hardware", help="where it was trained")
     a = p.parse_args()
+    card_path = Path(a.checkpoint) / "README.md"
+    if a.named_only:
+        card_path.write_text(replace_named_section(card_path.read_text(), named_section(a.checkpoint,
+                                                                                         load_latent_stats(a.checkpoint))))
+        return
+    missing = [f"--{k.replace('_', '-')}" for k in ("eval_input", "title", "data_note", "command", "hardware")
+               if getattr(a, k) is None]
+    if missing:
+        p.error(f"the arguments {', '.join(missing)} are required (or --named-only)")
 
     ck = load_checkpoint(a.checkpoint)
     result = evaluate(ck, a.eval_input, split=a.split)
@@ -99,8 +164,9 @@ def main() -> None:
          f"cover {float(stats.explained[:k].sum()) * 100:.0f}% of the variance), per-label means "
          f"for {len(stats.label_names)} labels ({', '.join(stats.label_names)}), and {len(stats.codes)} codes for "
          f"the 2-D map.") if stats else "No latent statistics saved.", "",
+        *named_section(a.checkpoint, stats),
     ]
-    (Path(a.checkpoint) / "README.md").write_text("\n".join(lines))
+    card_path.write_text("\n".join(lines))
     print(json.dumps(result))
 
 

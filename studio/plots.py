@@ -247,12 +247,24 @@ def _legend_columns(n: int, size: tuple[float, float]) -> int:
     return max(1, -(-n // max(1, rows)))
 
 
-def _draw_dots(ax: Axes, xy: np.ndarray, labels: Sequence[str | None], highlight: int | None) -> list[Line2D]:
-    """Scatter ``xy`` coloured by label (and ring the highlighted point); return the legend entries."""
+def _draw_values(ax: Axes, xy: np.ndarray, values: np.ndarray, name: str) -> None:
+    """Scatter ``xy`` coloured by a number per point (``values`` (N,)), with a colour bar titled ``name``."""
+    dots = ax.scatter(xy[:, 0], xy[:, 1], s=MAP_DOT_SIZE, c=np.asarray(values, dtype=np.float64), cmap="viridis",
+                      alpha=0.9, edgecolors="white", linewidths=0.5)
+    ax.figure.colorbar(dots, ax=ax, label=name, shrink=0.8)
+
+
+def _draw_dots(ax: Axes, xy: np.ndarray, labels: Sequence[str | None], highlight: int | None,
+               values: np.ndarray | None = None, value_name: str = "") -> list[Line2D]:
+    """Scatter ``xy`` coloured by label, or by ``values`` (N,) when given (and ring the highlighted point);
+    return the legend entries."""
+    if values is not None:
+        _draw_values(ax, xy, values, value_name)
+        labels = []  # no label entries: the colour bar explains the colours
     names = sorted({str(lab) for lab in labels if lab is not None})
     lab_arr = np.array([str(lab) if lab is not None else "" for lab in labels], dtype=object)
     handles = []
-    if not names:  # the legend still explains the dot, and keeps the top-right corner off the axes
+    if not names and values is None:  # the legend still explains the dot, and keeps the top-right corner off the axes
         _scatter(ax, xy, "#1f77b4", 0.8)
         handles.append(_dot("#1f77b4", "clip (no label)"))
     for k, name in enumerate(names):
@@ -272,20 +284,25 @@ def _draw_dots(ax: Axes, xy: np.ndarray, labels: Sequence[str | None], highlight
 
 def _map_figure(xy: np.ndarray, labels: Sequence[str | None], highlight: int | None, title: str,
                 axis_names: tuple[str, str], size: tuple[float, float],
-                trajectory: np.ndarray | None = None) -> tuple[Figure, Axes]:
+                trajectory: np.ndarray | None = None, values: np.ndarray | None = None,
+                value_name: str = "") -> tuple[Figure, Axes]:
     """The latent map's figure and axes, not yet drawn (see :func:`latent_map_image`)."""
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    handles = _draw_dots(ax, xy, labels, highlight)
+    handles = _draw_dots(ax, xy, labels, highlight, values, value_name)
     if trajectory is not None and len(trajectory) > 1:  # the limits below stay the dots': clicks map the same
         line, = ax.plot(trajectory[:, 0], trajectory[:, 1], "-", color="black", lw=1.2, alpha=0.8, zorder=4,
                         marker=".", markersize=3, label="its frames, in time order")
         ax.plot(*trajectory[0], "o", color="black", markersize=5, zorder=5)
         handles = [*handles, line]
-    labelled = any(lab is not None for lab in labels)
-    ax.legend(handles=handles, title="label" if labelled else None, fontsize=8, title_fontsize=8, loc="upper left",
-              bbox_to_anchor=(1.02, MAP_LEGEND_TOP), borderaxespad=0, ncols=_legend_columns(len(handles), size))
+    if values is None:
+        labelled = any(lab is not None for lab in labels)
+        ax.legend(handles=handles, title="label" if labelled else None, fontsize=8, title_fontsize=8,
+                  loc="upper left", bbox_to_anchor=(1.02, MAP_LEGEND_TOP), borderaxespad=0,
+                  ncols=_legend_columns(len(handles), size))
+    elif handles:  # the colour bar is on the right: the picked clip's entries go inside, where they hide least
+        ax.legend(handles=handles, fontsize=8, loc="best")
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     ax.set_title(title, fontsize=11)
@@ -301,8 +318,10 @@ def latent_map_image(xy: np.ndarray, labels: Sequence[str | None], highlight: in
                      title: str = "Latent space: each dot is one clip",
                      axis_names: tuple[str, str] = ("direction 1 (SD)", "direction 2 (SD)"),
                      size: tuple[float, float] = (6.4, 5.0),
-                     trajectory: np.ndarray | None = None) -> tuple[np.ndarray, MapAxes]:
-    """A scatter of 2-D latent coordinates coloured by label, and the geometry to pick points.
+                     trajectory: np.ndarray | None = None, values: np.ndarray | None = None,
+                     value_name: str = "") -> tuple[np.ndarray, MapAxes]:
+    """A scatter of 2-D latent coordinates coloured by label, or by ``values`` (N,) (e.g. a property of each
+    clip) on a colour bar titled ``value_name``, and the geometry to pick points.
 
     ``trajectory`` (T', 2): the frames of the highlighted clip of a temporal model, drawn as a line from
     a dot at its first frame; the axes keep the limits of the clips, so the geometry does not change.
@@ -312,9 +331,10 @@ def latent_map_image(xy: np.ndarray, labels: Sequence[str | None], highlight: in
     maps back to the nearest clip.
     """
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    if len(xy) != len(labels):
-        raise ValueError(f"{len(xy)} points but {len(labels)} labels")
-    fig, ax = _map_figure(xy, labels, highlight, title, axis_names, size, trajectory)
+    if len(xy) != len(labels) or (values is not None and len(values) != len(xy)):
+        raise ValueError(f"{len(xy)} points but {len(labels)} labels"
+                         + (f" and {len(values)} values" if values is not None else ""))
+    fig, ax = _map_figure(xy, labels, highlight, title, axis_names, size, trajectory, values, value_name)
     img = _rgb(fig)  # draws, so the layout (and the axes box) is final
     bb = ax.get_window_extent()
     h, w = img.shape[:2]

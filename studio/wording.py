@@ -69,3 +69,14 @@ def picked_caption(name: str, label: str | None, has_store: bool) -> str:
         text += (". These are the codes saved with the model, without their audio: pick a dataset store "
                  "under *Clips to map* to hear the clips themselves.")
     return text
+
+
+def named_note(offered: int, left_out: list[str]) -> str:
+    """The heading of the Explore tab's named directions (``left_out``: the properties this model's codes do not
+    move reliably, e.g. "share of active frames")."""
+    text = (f"**Named directions**: {offered} sliders along directions fitted to a property of the sound, each "
+            "in its own unit: the change measured on the model's decoder, on average over training clips. They add "
+            "to the sliders above.")
+    if left_out:
+        text += f" Not offered for this model (held-out fit or monotonicity too weak): {', '.join(left_out)}."
+    return text

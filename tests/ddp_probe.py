@@ -25,6 +25,19 @@ def spy(directory, model, spec, train_cfg, meta, training_state=None, **kw):
 
 
 importlib.import_module("vae.train").save_checkpoint = spy  # the module (vae.train is also a function)
+if os.environ.get("DDP_PROBE_RANK0_STOPS_AFTER_EPOCH") and os.environ.get("RANK") == "0":
+    # rank 0 alone asks to stop right after its first epoch's end (as a time limit can expire there on one
+    # rank only): every rank must still take part in that epoch-end all-reduce, and all stop together
+    train_module = importlib.import_module("vae.train")
+    real_end, real_should = train_module._end_epoch, train_module._should_stop
+    ended: list[int] = []
+
+    def end_epoch(*args, **kw):
+        ended.append(1)
+        return real_end(*args, **kw)
+
+    train_module._end_epoch = end_epoch
+    train_module._should_stop = lambda *a: "time limit reached" if ended else real_should(*a)
 if os.environ.get("DDP_PROBE_NO_NOISE"):
     VAE.reparameterise = staticmethod(lambda mu, logvar: mu)
 sys.exit(main(sys.argv[1:]))

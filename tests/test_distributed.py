@@ -21,14 +21,16 @@ ARGS = ["--arch", "temporal", "--epochs", "3", "--batch-size", "8", "--device", 
 RTOL = 1e-4
 
 
-def _train(store, out, log, processes: int, *extra: str) -> None:
+def _train(store, out, log, processes: int, *extra: str, env: dict[str, str] | None = None) -> str:
+    """Train under torchrun (or as one process); returns what the run printed (stdout)."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     cmd = [*launcher, str(ROOT / "tests" / "ddp_probe.py")] if processes > 1 else \
         [sys.executable, str(ROOT / "tests" / "ddp_probe.py")]
-    env = {**os.environ, "DDP_PROBE_LOG": str(log), "OMP_NUM_THREADS": "1", "DDP_PROBE_NO_NOISE": "1"}
+    env = {**os.environ, "DDP_PROBE_LOG": str(log), "OMP_NUM_THREADS": "1", "DDP_PROBE_NO_NOISE": "1", **(env or {})}
     run = subprocess.run([*cmd, "train", "--data", str(store), "--output", str(out), *ARGS, *extra], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
 
 
 def _saves(log) -> list[dict]:
@@ -38,7 +40,8 @@ def _saves(log) -> list[dict]:
 @pytest.mark.slow
 def test_two_processes_train_as_one_with_the_same_global_batch(tiny_store, tmp_path):
     _train(tiny_store.path, tmp_path / "one", tmp_path / "one.log", 1)
-    _train(tiny_store.path, tmp_path / "two", tmp_path / "two.log", 2)
+    printed = _train(tiny_store.path, tmp_path / "two", tmp_path / "two.log", 2)
+    assert printed.count("epoch 1/3:") == 1  # only rank 0 reports
     one, two = (read_config(tmp_path / r)["meta"] for r in ("one", "two"))
     assert (two["processes"], two["global_batch"], two["lr"]) == (2, 8, one["lr"]) and one["processes"] == 1
     assert len(one["history"]) == len(two["history"]) == 3
@@ -72,3 +75,14 @@ def test_a_time_limit_stops_every_process_at_the_same_step(tiny_store, tmp_path)
     saves = _saves(tmp_path / "run.log")
     assert {s["rank"] for s in saves} == {0}
     assert len({(s["dir"], s["epoch"], s["step"]) for s in saves}) == len(saves)  # none written twice
+
+
+@pytest.mark.slow
+def test_a_stop_asked_by_one_rank_at_an_epoch_end_stops_all(tiny_store, tmp_path):
+    """The epoch-end stop check is collective on every rank, also on the one that already wants to stop (it
+    used to skip the all-reduce, and the other rank then waited on a peer that had exited)."""
+    _train(tiny_store.path, tmp_path / "run", tmp_path / "run.log", 2, "--epochs", "5",
+           env={"DDP_PROBE_RANK0_STOPS_AFTER_EPOCH": "1"})
+    state = read_config(tmp_path / "run" / "last")["meta"]
+    assert (state["epoch"], state["step"]) == (1, 0) and len(state["history"]) == 1
+

@@ -125,7 +125,8 @@ def test_a_killed_process_leaves_its_run_free(tmp_path):
 
 SAMPLES = {"epochs": 7, "batch_size": 16, "lr": 0.0025, "recon_weight": 1000.0, "kl_weight": 0.5,
            "kl_warmup_epochs": 2, "grad_clip": 0.0, "seed": 3, "device": "cpu", "checkpoint_every": 2,
-           "preview_every": 3, "time_limit_s": 12.5, "augment": True, "spectral_weight": 0.25, "latent_dim": 6}
+           "preview_every": 3, "time_limit_s": 12.5, "augment": True, "spectral_weight": 0.25, "precision": "bf16",
+           "latent_dim": 6}
 
 
 def parsed_overrides(argv: list[str]) -> dict:

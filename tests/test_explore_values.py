@@ -376,6 +376,7 @@ class ManyClips:
     def __init__(self, n: int, path):
         self.config, self.path = TINY, path
         self.specs = np.random.default_rng(0).random((n, *TINY.shape), dtype=np.float32)
+        self.rows = self.specs  # a Store's rows read like its specs: store[rows] -> (len(rows), F, T)
         self.clips = [{"label": str(i % 3)} for i in range(n)]
 
     def indices(self):

@@ -694,22 +694,56 @@ def test_pick_device_mps(monkeypatch):
 
 @pytest.mark.parametrize("room", [0, -1], ids=["fits", "one-byte-over"])
 def test_batches_preload_up_to_the_limit(tiny_store, monkeypatch, room):
-    """Splits of at most PRELOAD_BYTES are copied to RAM, larger ones read from the memory map;
-    the batches are the same either way."""
+    """A store of at most PRELOAD_BYTES (all its splits together) is copied to RAM, a larger one read from the
+    store batch by batch with explicit reads (Store.rows); the batches are the same either way."""
     idx = tiny_store.indices("train")
-    nbytes = len(idx) * 32 * 64 * 4
+    nbytes = len(tiny_store) * 32 * 64 * 4
     monkeypatch.setattr(train_module, "PRELOAD_BYTES", nbytes + room)
     b = train_module._Batches(tiny_store, list(reversed(idx)), 10)
     if room == 0:
-        assert not isinstance(b.data, np.memmap) and b.data.shape == (len(idx), 32, 64)
+        assert b.preloaded and isinstance(b.data, np.ndarray) and b.data.shape == (len(idx), 32, 64)
     else:
-        assert b.data is tiny_store.specs
+        assert not b.preloaded and b.data is tiny_store.rows
     assert len(b) == 3
     got = list(b.epoch(0, 1))
     order = np.random.default_rng([0, 1]).permutation(len(idx))
     for s, batch in enumerate(got):
         rows = sorted(np.asarray(idx)[order[s * 10:(s + 1) * 10]])
         torch.testing.assert_close(batch, torch.from_numpy(np.array(tiny_store.specs[rows])).unsqueeze(1))
+
+
+@pytest.mark.parametrize("world", [1, 3])
+def test_a_large_store_gives_the_batches_of_a_preloaded_one(tiny_store, monkeypatch, world):
+    """The read path for stores over PRELOAD_BYTES (forced here with a limit of 0) yields exactly the batches of
+    the preloaded path: every epoch, shuffled or not, from any start, for every rank's slice under torchrun,
+    for the training and the validation split."""
+    from vae.distributed import Dist
+
+    def batches(preload: int, d: Dist, split: str, size: int) -> list[list[torch.Tensor]]:
+        monkeypatch.setattr(train_module, "PRELOAD_BYTES", preload)
+        b = train_module._Batches(tiny_store, tiny_store.indices(split), size, d)
+        assert b.preloaded == (preload > 0)
+        return [list(b.epoch(seed, epoch, shuffle, start)) for seed, epoch, shuffle, start in
+                ((0, 0, True, 0), (0, 1, True, 0), (7, 2, True, 1), (0, 0, False, 0), (3, 5, True, len(b) - 1))]
+
+    for rank in range(world):
+        for split, size in (("train", 5), ("test", 4)):
+            d = Dist(rank, world)
+            fast, bounded = batches(2 << 30, d, split, size), batches(0, d, split, size)
+            assert [len(e) for e in fast] == [len(e) for e in bounded] and all(len(e) for e in fast[:4])
+            for e_fast, e_bounded in zip(fast, bounded):
+                for x, y in zip(e_fast, e_bounded):
+                    assert x.dtype == y.dtype == torch.float32 and torch.equal(x, y)
+
+
+def test_reading_a_large_store_leaves_no_pages_mapped(tiny_store, monkeypatch):
+    """The bounded read path reads with pread, not through the memory map (whose pages would stay in RSS)."""
+    monkeypatch.setattr(train_module, "PRELOAD_BYTES", 0)
+    touched = []
+    monkeypatch.setattr(type(tiny_store.specs), "__getitem__", lambda *a: touched.append(a) or np.zeros(0))
+    b = train_module._Batches(tiny_store, tiny_store.indices("train"), 8)
+    assert sum(len(x) for x in b.epoch(0, 0)) == len(tiny_store.indices("train"))
+    assert touched == []
 
 
 # --- the named steps: configs, one optimisation step, the ETA --------------------------------------------

@@ -24,11 +24,14 @@ from tqdm import tqdm
 from preprocessing.audio import AudioError, load_audio, save_wav
 from preprocessing.config import PRESETS, ConfigError, preset
 from preprocessing.errors import InputError, UserError
+from preprocessing.parallel import MAX_WORKERS, check_workers, usable_cpus
 from preprocessing.progress import ProgressFn
-from preprocessing.store import MAX_STORE_BYTES, Store, build_store, check_test_fraction, find_audio
+from preprocessing.store import MAX_STORE_BYTES, PARALLEL_MIN_BYTES, Store, build_store, check_test_fraction, find_audio
 
 from . import distributed
+from .accel import PRECISIONS
 from .checkpoint import export_checkpoint, load_checkpoint, load_config
+from .conditioning import CONDITIONS, label_index
 from .config import ARCHS
 from .evaluate import evaluate
 from .events import EventLog
@@ -54,10 +57,12 @@ def cmd_preprocess(a: argparse.Namespace) -> int:
         normalisation=a.normalisation, windowing=a.windowing, top_db=a.top_db,
     )
     fraction, max_bytes = check_test_fraction(a.test_fraction), _max_bytes(a.max_store_gb)  # before the bar shows
+    if a.workers is not None:
+        check_workers(a.workers, "--workers")
     bar, update = _bar("preprocess")
     with bar:
         summary = build_store(a.input, a.output, cfg, progress=update, test_fraction=fraction,
-                              reuse=not a.force, max_bytes=max_bytes)
+                              reuse=not a.force, max_bytes=max_bytes, workers=a.workers)
     print(summary.to_text())
     print(f"store written to {a.output}" if not summary.reused else f"store {a.output} reused (input unchanged)")
     return 0
@@ -135,15 +140,18 @@ def cmd_train(a: argparse.Namespace) -> int:
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     output = Path(a.output)
     try:
-        with EventLog(output, enabled=distributed.from_env().main) as events, \
-                tqdm(desc="train", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        main_rank = distributed.from_env().main  # under torchrun only rank 0 reports (log, bar and lines)
+        with EventLog(output, enabled=main_rank) as events, \
+                tqdm(desc="train", unit="step", file=sys.stderr, dynamic_ncols=True, disable=not main_rank) as bar:
             events.start(data=str(Path(a.data).resolve()), resume=a.resume, arch=a.arch, params=overrides,
                          threads=torch.get_num_threads(), history=_history(output, a.resume))
             shown = -float("inf")
             try:
-                for ev in train(a.data, output, arch=a.arch, resume=a.resume, stop=stop, **overrides):
+                for ev in train(a.data, output, arch=a.arch, resume=a.resume, stop=stop, condition=a.condition,
+                                **overrides):
                     events.write(ev)
-                    shown = _show(bar, ev, shown)
+                    if main_rank:
+                        shown = _show(bar, ev, shown)
             except BaseException as e:
                 events.error(e)
                 raise
@@ -176,13 +184,15 @@ def cmd_reconstruct(a: argparse.Namespace) -> int:
 
 def cmd_sample(a: argparse.Namespace) -> int:
     ck = load_checkpoint(a.checkpoint, pick_device(a.device))
+    if a.label is not None:
+        label_index(ck.model_cfg.labels, a.label)  # an unknown label, or a model without labels: refused first
     z = sample(ck, a.count, a.temperature, a.seed)
-    specs = decode(ck, z)
+    specs = decode(ck, z, a.label)
     out = Path(a.output)
     for i in tqdm(range(a.count), desc="sample", unit="clip", file=sys.stderr):
         save_wav(out / f"sample_{i:03d}.wav", to_wave(ck, specs[i], phase=a.phase, n_iter=a.griffinlim_iters),
                  ck.spec.sample_rate)
-    print(f"wrote {a.count} samples to {out}")
+    print(f"wrote {a.count} samples" + (f" of label {a.label}" if a.label is not None else "") + f" to {out}")
     return 0
 
 
@@ -197,10 +207,42 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
+    if a.format == "onnx":
+        return _export_onnx(a)
+    if a.check:
+        raise ConfigError("--check compares ONNX files: use it with --format onnx")
     out = export_checkpoint(a.checkpoint, a.output, half=a.half)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"exported {a.checkpoint} to {out} ({size / 1e6:.1f} MB)")
     return 0
+
+
+def _export_onnx(a: argparse.Namespace) -> int:
+    """``export --format onnx``: the graphs and sound_vae.json (vae.onnx_export); ``--check`` then prints
+    onnxruntime's max abs difference from PyTorch."""
+    from .onnx_export import CONFIG, DECODER, ENCODER, compare_onnx, export_onnx, require_onnxruntime
+
+    if a.half:
+        raise ConfigError("--half applies to --format checkpoint; the ONNX graphs are float32")
+    if a.check:
+        require_onnxruntime()  # before the export, not after it
+    out = export_onnx(a.checkpoint, a.output)
+    size = sum((out / n).stat().st_size for n in (ENCODER, DECODER, CONFIG))
+    print(f"exported {a.checkpoint} to {out} as {ENCODER}, {DECODER} and {CONFIG} ({size / 1e6:.1f} MB)")
+    if a.check:
+        err = compare_onnx(load_checkpoint(a.checkpoint), out)
+        print("onnxruntime vs PyTorch, max abs difference: " + ", ".join(f"{k} {v:.2g}" for k, v in err.items()))
+    return 0
+
+
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: a whole number, or ``auto`` (resolved for the device by vae.accel.auto_batch)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
 
 
 def _train_args(s: argparse.ArgumentParser) -> None:
@@ -211,13 +253,17 @@ def _train_args(s: argparse.ArgumentParser) -> None:
                    help="default: the one measured best for the store's preset (vae.config.PRESET_ARCHS: temporal for "
                         "digits and music, study for the study's presets, default otherwise)")
     s.add_argument("--epochs", type=int)
-    s.add_argument("--batch-size", type=int)
+    s.add_argument("--batch-size", type=_batch_size,
+                   help="clips per step, or auto: the architecture's on CPU, a larger one with the learning rate "
+                        "scaled to match on CUDA (vae.accel.auto_batch)")
     s.add_argument("--lr", type=float)
     s.add_argument("--latent-dim", type=int)
     s.add_argument("--kl-weight", type=float, help="beta, the KL term's weight")
     s.add_argument("--recon-weight", type=float, help="weight of the per-pixel MSE")
     s.add_argument("--seed", type=int)
     s.add_argument("--device", help="auto (default), cpu, cuda, mps")
+    s.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (default): bf16 autocast with channels-last on CUDA, fp32 elsewhere")
     s.add_argument("--time-limit", dest="time_limit_s", type=float, help="stop after this many seconds of training")
     s.add_argument("--spectral-weight", type=float,
                    help="weight of the multi-resolution spectral loss (default: the architecture's; 0 turns it off)")
@@ -228,6 +274,9 @@ def _train_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--checkpoint-every", type=int, help="epochs between saves of OUTPUT/last")
     s.add_argument("--preview-every", type=int, help="epochs between preview reconstructions in the event log")
     s.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
+    s.add_argument("--condition", choices=CONDITIONS,
+                   help="label: condition the model on the store's labels (FSDD digit, genre or style folder), "
+                        "so that sampling can ask for one (sample --label)")
     s.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
 
 
@@ -251,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="rebuild even if an up-to-date store exists")
     s.add_argument("--max-store-gb", type=float, default=MAX_STORE_BYTES / 2**30,
                    help="refuse to build a store larger than this, estimated before any work (default %(default)g)")
+    s.add_argument("--workers", type=int, help=f"processes analysing files at once, 1 to {MAX_WORKERS} (same store "
+                   f"either way); default: one per usable CPU ({usable_cpus()} here) for a store estimated at "
+                   f"{PARALLEL_MIN_BYTES / 2**30:g} GiB or more, else 1")
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("train", help="dataset store -> checkpoint",
@@ -278,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help="folder for WAV files")
     s.add_argument("--temperature", type=float, default=1.0, help="prior standard deviation scale")
     s.add_argument("--seed", type=int)
+    s.add_argument("--label", help="a conditional model's label to sample (e.g. a digit: 7); default: none in "
+                                   "particular")
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("evaluate", help="reconstruction figures as JSON",
@@ -290,11 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute STOI (default: for models at <= 16 kHz)")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("export", help="checkpoint -> shareable copy",
-                       description="Copy a checkpoint without its training state (last/), optionally as float16.")
+    s = sub.add_parser("export", help="checkpoint -> shareable copy, or ONNX",
+                       description="Copy a checkpoint without its training state (last/), optionally as float16; "
+                                   "or (--format onnx) write its encoder and decoder as ONNX files with "
+                                   "sound_vae.json, what a host needs to turn their spectrograms into sound.")
     s.add_argument("--checkpoint", required=True, help="checkpoint directory")
     s.add_argument("--output", required=True, help="folder to write")
+    s.add_argument("--format", choices=["checkpoint", "onnx"], default="checkpoint",
+                   help="checkpoint (default): a copy this tool loads; onnx: encoder.onnx, decoder.onnx and "
+                        "sound_vae.json (needs the onnx extra: pip install 'sound-vae[onnx]')")
     s.add_argument("--half", action="store_true", help="store weights as float16 (half the size; loads as float32)")
+    s.add_argument("--check", action="store_true",
+                   help="--format onnx: run the files with onnxruntime and print the max abs difference from PyTorch")
     s.set_defaults(func=cmd_export)
     return p
 

@@ -32,6 +32,10 @@ NORMS: tuple[str, ...] = typing.get_args(Norm)
 # fields added with the temporal kind, at the values every earlier (global) model had: left out of
 # config.json when they have them, so a global model's config is what it was before they existed
 GLOBAL_FIELDS = {"kind": "global", "res_blocks": 0, "norm": "batch"}
+# fields added with conditioning (issue #14), left out of config.json for an unconditional model (no labels)
+CONDITION_FIELDS = ("labels", "label_dim", "label_encoder")
+MAX_LABELS = 1024  # label vocabulary of a conditional model (embedding rows)
+MAX_LABEL_CHARS = 200
 
 
 MAX_WIDTH = 4096  # latent numbers per code or frame, and filters per layer: 16x the widest preset
@@ -78,6 +82,15 @@ class ModelConfig(DictConfig):
     kind: Kind = "global"
     res_blocks: int = 0  # temporal: residual blocks per stage
     norm: Norm = "batch"  # global: batch; temporal: weight (weight norm) or group (GroupNorm, one group)
+    # conditioning (issue #14): the label vocabulary, in the order of the embedding rows; () = unconditional
+    labels: tuple[str, ...] = ()
+    label_dim: int = 16  # numbers per label embedding, concatenated to z (and to the encoder's input)
+    label_encoder: bool = True  # the encoder sees the label too (a conditional VAE's q(z | x, y))
+
+    @property
+    def n_labels(self) -> int:
+        """Rows of the label embedding; 0 for an unconditional model."""
+        return len(self.labels)
 
     @property
     def time_ratio(self) -> int:
@@ -130,6 +143,14 @@ class ModelConfig(DictConfig):
                 raise ConfigError(f"a temporal model's norm must be 'weight' or 'group', got {self.norm!r}")
             if self.res_blocks < 0 or any(sf != 1 for sf, _ in self.strides):
                 raise ConfigError("a temporal model needs res_blocks >= 0 and frequency strides of 1")
+        if not isinstance(self.labels, tuple) or not all(
+                isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in self.labels):
+            raise ConfigError(f"labels must be a list of names of 1 to {MAX_LABEL_CHARS} characters")
+        if len(self.labels) > MAX_LABELS or len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"labels must be at most {MAX_LABELS} distinct names, got {len(self.labels)}")
+        _check_ints(self, {"label_dim": (1, MAX_WIDTH)})
+        if not isinstance(self.label_encoder, bool):
+            raise ConfigError(f"label_encoder must be true or false, got {self.label_encoder!r}")
         fs = ts = 1
         for sf, st in self.strides:
             fs, ts = fs * sf, ts * st
@@ -142,10 +163,13 @@ class ModelConfig(DictConfig):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """As :meth:`DictConfig.to_dict`, without the temporal-era fields at their global values."""
+        """As :meth:`DictConfig.to_dict`, without the temporal-era fields at their global values, nor the
+        conditioning fields for an unconditional model: older config.json files stay as they were."""
         d = super().to_dict()
         if d["kind"] == "global":
             d = {k: v for k, v in d.items() if k not in GLOBAL_FIELDS or v != GLOBAL_FIELDS[k]}
+        if not d["labels"]:
+            d = {k: v for k, v in d.items() if k not in CONDITION_FIELDS}
         return d
 
 
@@ -218,6 +242,7 @@ class TrainConfig(DictConfig):
     time_limit_s: float | None = None  # stop cleanly after this much training wall time
     augment: bool = False  # warp, stretch, gain and noise on training batches (vae.augment); off until measured
     spectral_weight: float = 0.0  # x the multi-resolution spectral loss (vae.losses), added to the total
+    precision: str = "auto"  # "auto" (bf16 + channels-last on CUDA, fp32 elsewhere), "fp32" or "bf16": vae.accel
 
     def validate(self) -> TrainConfig:
         _check_ints(self, {"epochs": (1, 1_000_000), "batch_size": (1, 65_536), "kl_warmup_epochs": (0, 1_000_000),
@@ -233,13 +258,17 @@ class TrainConfig(DictConfig):
         for k in ("spectral_weight", "grad_clip"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be non-negative, got {getattr(self, k)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """As :meth:`DictConfig.to_dict`, but ``augment`` and ``spectral_weight`` only when on: a checkpoint
-        trained without them keeps the config.json of before the fields (which older versions can load)."""
+        """As :meth:`DictConfig.to_dict`, but ``augment``, ``spectral_weight`` and ``precision`` only when not
+        at their defaults: a checkpoint trained without them keeps the config.json of before the fields (which
+        older versions can load)."""
         d = super().to_dict()
-        return {k: v for k, v in d.items() if k not in ("augment", "spectral_weight") or v}
+        return {k: v for k, v in d.items()
+                if not ((k in ("augment", "spectral_weight") and not v) or (k == "precision" and v == "auto"))}
 
 
 SPECTRAL_PER_PIXEL = 1.0  # temporal preset: spectral_weight per pixel (vae.losses.spectral_loss)

@@ -53,6 +53,17 @@ def select_files(inputs: str | Path, split: str = "auto") -> tuple[list[Path], l
     return files, skipped, split
 
 
+def file_labels(ck: Checkpoint, inputs: str | Path, files: list[Path]) -> list[str | None]:
+    """Each file's label (from its name or folder, as a store labels it) for a conditional model, None for a
+    label the model does not know; all None for an unconditional model."""
+    if not ck.model_cfg.labels:
+        return [None] * len(files)
+    path = Path(inputs)
+    root = Path(Store(path).meta["input"]) if (path / "manifest.json").is_file() else find_audio(path)[0]
+    names = [parse_label(f, root).label for f in files]
+    return [n if n in ck.model_cfg.labels else None for n in names]
+
+
 def evaluate(
     ck: Checkpoint, inputs: str | Path, split: str = "auto", phase: str | None = None,
     n_iter: int | None = None, with_stoi: bool | None = None,
@@ -63,7 +74,8 @@ def evaluate(
     ``spectrogram_mse`` compares normalised spectrograms in the model's own space;
     ``lsd_db``, ``spectral_convergence`` (and ``stoi`` for speech) compare the original
     recording with the resynthesised reconstruction, analysed with one fixed STFT
-    (:mod:`vae.metrics`), so they compare across presets.
+    (:mod:`vae.metrics`), so they compare across presets. A conditional model reconstructs each file
+    with its own label (``labelled``: how many had one it knows).
     """
     with torch.random.fork_rng():  # Griffin-Lim starts from random phase: seed it, repeatable figures
         torch.manual_seed(0)
@@ -77,14 +89,15 @@ def _evaluate(ck: Checkpoint, inputs: str | Path, split: str, phase: str | None,
     with_stoi = sr <= 16000 if with_stoi is None else with_stoi  # STOI is a speech measure
     rows: list[dict[str, float]] = []
     n_windows = 0
-    for k, f in enumerate(files):
+    labels = file_labels(ck, inputs, files)
+    for k, (f, label) in enumerate(zip(files, labels)):
         try:
             ref = load_audio(f, metrics.EVAL_SR, min_samples=1)
             wave = load_audio(f, sr, min_samples=ck.spec.n_fft)
         except AudioError as e:
             skipped.append(Skipped(str(f), e.reason))
             continue
-        est, a, x_hat = reconstruct_audio(ck, wave, phase, n_iter)
+        est, a, x_hat = reconstruct_audio(ck, wave, phase, n_iter, label)
         est = metrics.resample(est, sr, metrics.EVAL_SR)
         row = {"spectrogram_mse": metrics.spectrogram_mse(a.specs, x_hat),
                "lsd_db": metrics.log_spectral_distance(ref, est, metrics.EVAL_SR),
@@ -103,6 +116,8 @@ def _evaluate(ck: Checkpoint, inputs: str | Path, split: str, phase: str | None,
     if with_stoi:
         result["stoi_files"] = int(np.isfinite([r["stoi"] for r in rows]).sum())
     method = phase or ck.spec.phase
+    if ck.model_cfg.labels:
+        result["labelled"] = sum(label is not None for label in labels)
     result.update({"n_files": len(rows), "n_windows": n_windows, "split": split, "phase": method,
                    "griffinlim_iters": (n_iter or ck.spec.griffinlim_iters) if method == "griffinlim" else None,
                    "checkpoint": str(ck.path) if ck.path else None, "skipped": len(skipped)})

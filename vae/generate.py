@@ -3,6 +3,10 @@
 Spectrograms here are normalised model inputs, (B, F, T) in [0, 1]; latent codes are (B, D) for a
 global model and sequences (B, D, T') for a temporal one (``ck.model_cfg.latent_shape``); waveforms
 are float32 numpy arrays (n,) at the checkpoint's sample rate.
+
+A conditional model (issue #14) takes a label name (``label``, one of ``ck.model_cfg.labels``) where it
+encodes or decodes; ``None`` uses the mean of its label embeddings ("no label in particular").
+:func:`relabel` keeps a clip's style and changes its label: the same voice saying another digit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from preprocessing.errors import InputError
 from preprocessing.spectrogram import db_range, denormalise, log_spectrogram, normalise, to_audio
 
 from .checkpoint import Checkpoint
+from .conditioning import label_tensor
+
+
+def _labels(ck: Checkpoint, label: str | int | None, n: int) -> torch.Tensor | None:
+    """Labels (n,) long on the model's device for ``label`` (None: none); :class:`InputError` for a label the
+    model does not know, or any label for an unconditional model."""
+    y = label_tensor(ck.model_cfg.labels, label, n)
+    return None if y is None else y.to(ck.device)
 
 
 def _model_input(x: torch.Tensor | np.ndarray, ck: Checkpoint) -> torch.Tensor:
@@ -28,31 +40,49 @@ def _model_input(x: torch.Tensor | np.ndarray, ck: Checkpoint) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode(ck: Checkpoint, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spectrograms (B, F, T) or (F, T) -> posterior (mu, logvar), each (B, *latent_shape)."""
-    mu, logvar = ck.model.encode(_model_input(x, ck))
+def encode(ck: Checkpoint, x: torch.Tensor | np.ndarray, label: str | int | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spectrograms (B, F, T) or (F, T) -> posterior (mu, logvar), each (B, *latent_shape); a conditional
+    model reads them as clips of ``label``."""
+    x = _model_input(x, ck)
+    mu, logvar = ck.model.encode(x, _labels(ck, label, len(x)))
     return mu.cpu(), logvar.cpu()
 
 
 @torch.no_grad()
-def decode(ck: Checkpoint, z: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Latent codes (B, *latent_shape) or one code -> spectrograms (B, F, T) in [0, 1]."""
+def decode(ck: Checkpoint, z: torch.Tensor | np.ndarray, label: str | int | None = None) -> torch.Tensor:
+    """Latent codes (B, *latent_shape) or one code -> spectrograms (B, F, T) in [0, 1]; a conditional model
+    makes them as clips of ``label``."""
     z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1, *ck.model_cfg.latent_shape)
-    return ck.model.decode(z.to(ck.device))[:, 0].cpu()
+    return ck.model.decode(z.to(ck.device), _labels(ck, label, len(z)))[:, 0].cpu()
+
+
+def relabel(ck: Checkpoint, x: torch.Tensor | np.ndarray, source: str | int, target: str | int) -> torch.Tensor:
+    """Spectrograms (B, F, T) of label ``source`` -> the same clips as label ``target`` (B, F, T): encoded
+    with their own label, decoded with the other, so the style (voice, timing) stays and the label changes."""
+    return decode(ck, encode(ck, x, source)[0], target)
 
 
 CHUNK_WINDOWS = 32  # temporal models: windows reconstructed in one piece (about 95 s of music)
 
 
+def _through(ck: Checkpoint, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """x (B, 1, F, T) through the posterior mean, with labels ``y`` (B,) when given: (B, 1, F, T)."""
+    if y is None:
+        return ck.model.decode(ck.model.encode(x)[0])
+    return ck.model.decode(ck.model.encode(x, y)[0], y)
+
+
 @torch.no_grad()
-def _reconstruct_joined(ck: Checkpoint, x: torch.Tensor) -> torch.Tensor:
+def _reconstruct_joined(ck: Checkpoint, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """Consecutive windows (W, 1, F, T) of one signal through a temporal model as one spectrogram
     (1, 1, F, W * T): no seams between windows. Longer runs go in chunks of CHUNK_WINDOWS windows that
-    overlap by one window, cross-faded linearly over it (overlap-add). Returns (W, F, T)."""
+    overlap by one window, cross-faded linearly over it (overlap-add). ``y``: a conditional model's label
+    (1,) long for the signal. Returns (W, F, T)."""
     w, _, f, t = x.shape
     joined = x.permute(1, 2, 0, 3).reshape(1, 1, f, w * t)  # (1, 1, F, W*T): windows side by side
     if w <= CHUNK_WINDOWS:
-        out = ck.model.decode(ck.model.encode(joined)[0])
+        out = _through(ck, joined, y)
     else:
         out, weight = torch.zeros_like(joined), torch.zeros(w * t, device=x.device)
         ramp = torch.linspace(0, 1, t + 2, device=x.device)[1:-1]  # (T,) the fade over an overlap
@@ -63,7 +93,7 @@ def _reconstruct_joined(ck: Checkpoint, x: torch.Tensor) -> torch.Tensor:
                 fade[:t] = ramp
             if b < w * t:
                 fade[-t:] = 1 - ramp
-            piece = ck.model.decode(ck.model.encode(joined[..., a:b])[0])  # (1, 1, F, b - a)
+            piece = _through(ck, joined[..., a:b], y)  # (1, 1, F, b - a)
             out[..., a:b] += piece * fade
             weight[a:b] += fade
             if b == w * t:
@@ -72,20 +102,24 @@ def _reconstruct_joined(ck: Checkpoint, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(f, w, t).permute(1, 0, 2)  # (W, F, T)
 
 
-def reconstruct(ck: Checkpoint, x: torch.Tensor | np.ndarray, joined: bool = True) -> torch.Tensor:
+def reconstruct(ck: Checkpoint, x: torch.Tensor | np.ndarray, joined: bool = True,
+                label: str | int | None = None) -> torch.Tensor:
     """Spectrograms (B, F, T) -> their reconstructions through the posterior mean (B, F, T).
 
     A temporal model takes the B windows, when ``joined``, as consecutive pieces of one signal
     (as :func:`analyse` cuts it) and reconstructs them in one piece, without seams between them.
+    A conditional model encodes and decodes them as clips of ``label``.
     """
     if joined and ck.model_cfg.kind == "temporal":
-        return _reconstruct_joined(ck, _model_input(x, ck)).cpu()
-    return decode(ck, encode(ck, x)[0])
+        return _reconstruct_joined(ck, _model_input(x, ck), _labels(ck, label, 1)).cpu()
+    return decode(ck, encode(ck, x, label)[0], label)
 
 
 def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = None) -> torch.Tensor:
     """``n`` codes from the prior, (n, *latent_shape): a temporal model's learned prior over sequences
-    when it has one (vae.prior; ``temperature`` scales each frame's deviation), else N(0, temperature^2 I)."""
+    when it has one (vae.prior; ``temperature`` scales each frame's deviation), else N(0, temperature^2 I).
+    A conditional model's prior is shared by its labels (its encoder sees the label, so its codes carry the
+    style, not the label): decode the codes with a label to ask for one (``decode(ck, z, label)``)."""
     if ck.prior is not None:
         from .prior import sample_prior
 
@@ -182,29 +216,34 @@ class Rendered:
 
 
 def render_many(ck: Checkpoint, z: torch.Tensor, phase: str | None = None,
-                n_iter: int | None = None) -> list[Rendered]:
-    """Decode codes (B, *latent_shape) to spectrograms in dB and sound, on the model's display range."""
+                n_iter: int | None = None, label: str | int | None = None) -> list[Rendered]:
+    """Decode codes (B, *latent_shape) (a conditional model: as ``label``) to spectrograms in dB and sound,
+    on the model's display range."""
     lo, hi = display_range(ck)
     return [Rendered(denormalise(x, lo, hi).numpy(), to_wave(ck, x, [(lo, hi)], phase=phase, n_iter=n_iter), lo, hi)
-            for x in decode(ck, z)]  # decode: (B, F, T)
+            for x in decode(ck, z, label)]  # decode: (B, F, T)
 
 
-def render(ck: Checkpoint, z: torch.Tensor, phase: str | None = None, n_iter: int | None = None) -> Rendered:
-    """Decode one code (*latent_shape) to a spectrogram and audio."""
-    return render_many(ck, z, phase, n_iter)[0]
+def render(ck: Checkpoint, z: torch.Tensor, phase: str | None = None, n_iter: int | None = None,
+           label: str | int | None = None) -> Rendered:
+    """Decode one code (*latent_shape) (a conditional model: as ``label``) to a spectrogram and audio."""
+    return render_many(ck, z, phase, n_iter, label)[0]
 
 
-def encode_wave(ck: Checkpoint, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
-    """Posterior mean (*latent_shape) of the first window of ``wave`` (n,), at the model's rate."""
+def encode_wave(ck: Checkpoint, wave: np.ndarray, sample_rate: int, label: str | int | None = None) -> torch.Tensor:
+    """Posterior mean (*latent_shape) of the first window of ``wave`` (n,), at the model's rate (a conditional
+    model: read as a clip of ``label``)."""
     if sample_rate != ck.spec.sample_rate:
         raise InputError(f"clip is at {sample_rate} Hz, the model at {ck.spec.sample_rate} Hz")
-    return encode(ck, analyse(ck, wave).specs[:1])[0][0]
+    return encode(ck, analyse(ck, wave).specs[:1], label)[0][0]
 
 
 def start_code(ck: Checkpoint, kind: str, *, temperature: float = 1.0, seed: int | None = None,
-               wave: np.ndarray | None = None, sample_rate: int | None = None) -> torch.Tensor:
+               wave: np.ndarray | None = None, sample_rate: int | None = None,
+               label: str | int | None = None) -> torch.Tensor:
     """Where exploring starts: ``"origin"`` (the prior's centre), ``"prior"`` (a sample at
-    ``temperature``) or ``"clip"`` (the encoding of ``wave``). Returns a code (*latent_shape)."""
+    ``temperature``) or ``"clip"`` (the encoding of ``wave``; a conditional model reads it as ``label``).
+    Returns a code (*latent_shape)."""
     if kind == "origin":
         return torch.zeros(ck.model_cfg.latent_shape)
     if kind == "prior":
@@ -214,14 +253,15 @@ def start_code(ck: Checkpoint, kind: str, *, temperature: float = 1.0, seed: int
     if kind == "clip":
         if wave is None:
             raise InputError("no clip to start from: pick an example, upload a file or click the map")
-        return encode_wave(ck, wave, sample_rate or ck.spec.sample_rate)
+        return encode_wave(ck, wave, sample_rate or ck.spec.sample_rate, label)
     raise InputError(f"unknown start {kind!r}; use 'origin', 'prior' or 'clip'")
 
 
-def reconstruct_audio(ck: Checkpoint, wave: np.ndarray, phase: str | None = None,
-                      n_iter: int | None = None) -> tuple[np.ndarray, Analysed, torch.Tensor]:
-    """Signal (n,) -> (reconstructed signal (n,) at the input's level, analysis, recon specs)."""
+def reconstruct_audio(ck: Checkpoint, wave: np.ndarray, phase: str | None = None, n_iter: int | None = None,
+                      label: str | int | None = None) -> tuple[np.ndarray, Analysed, torch.Tensor]:
+    """Signal (n,) -> (reconstructed signal (n,) at the input's level, analysis, recon specs); a conditional
+    model reads and remakes it as ``label``."""
     a = analyse(ck, wave)
-    x_hat = reconstruct(ck, a.specs)
+    x_hat = reconstruct(ck, a.specs, label=label)
     out = to_wave(ck, x_hat, a.ranges, phase, n_iter)[: a.length] / a.gain
     return out.astype(np.float32), a, x_hat

@@ -23,8 +23,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from preprocessing.errors import InputError
+from preprocessing.rows import RowReader
 
+from .conditioning import label_indices
 from .model import VAE
+from .named_directions import NamedDirections, fit_named_directions, model_decoder, store_db_range
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
@@ -48,6 +51,7 @@ class LatentStats:
     codes: torch.Tensor  # (N, *latent_shape) posterior means of (a sample of) the clips
     code_labels: list[str | None]
     code_names: list[str]
+    named: NamedDirections | None = None  # directions named by a property (vae.named_directions), when fitted
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -134,14 +138,20 @@ def zero_sliders(stats: LatentStats, z: torch.Tensor, n: int) -> tuple[list[floa
     return [0.0] * n, _unframe(_frames(stats, z) - stats.mean[:, None])
 
 
-def from_sliders(stats: LatentStats, values: list[float], residual: torch.Tensor) -> torch.Tensor:
+def from_sliders(stats: LatentStats, values: list[float], residual: torch.Tensor,
+                 named: list[float] | None = None) -> torch.Tensor:
     """Slider values (SD, first ``len(values)`` directions) plus the residual -> code (D,) or sequence
-    (D, T'): one offset along the directions, added to every frame."""
+    (D, T'): one offset along the directions, added to every frame. ``named``: SD along the offered named
+    directions (``stats.named.offered()``, in order), added on top."""
     n = len(values)
     if n > len(stats.components):
         raise InputError(f"{n} slider values but only {len(stats.components)} directions")
     v = torch.as_tensor([float(x) for x in values], dtype=torch.float32)
     offset = stats.mean + (v * stats.component_sd[:n]) @ stats.components[:n]  # (D,)
+    if named and any(named):
+        if stats.named is None:
+            raise InputError("named slider values, but this model has no named directions")
+        offset = offset + stats.named.offset(named)
     return _unframe(_frames(stats, residual) + offset[:, None])
 
 
@@ -152,23 +162,40 @@ def subsample(indices: list[int], max_points: int, seed: int = 0) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(indices, max_points, replace=False).tolist())
 
 
-def encode_indices(model: VAE, specs: np.ndarray, indices: list[int], batch: int = 128) -> torch.Tensor:
-    """Posterior means (N, *latent_shape) of the spectrograms ``specs[indices]`` ((N, F, T) in [0, 1])."""
+ENCODE_BYTES = 16 << 20  # input spectrograms encoded at once (32 music clips, 128 digits): bounded activations
+
+
+def encode_indices(model: VAE, specs: np.ndarray | RowReader, indices: list[int], batch: int = 128,
+                   labels: np.ndarray | None = None) -> torch.Tensor:
+    """Posterior means (N, *latent_shape) of the spectrograms ``specs[indices]`` ((N, F, T) in [0, 1]), read and
+    encoded ``batch`` at a time, fewer for big spectrograms (at most ENCODE_BYTES of input a batch: memory stays
+    bounded for any N), into one preallocated tensor. A store's ``rows`` read without leaving its pages in this
+    process's memory. ``labels`` (N,): a conditional model's label rows for those clips (None: no label)."""
     device = next(model.parameters()).device
     model.eval()
-    out = []
+    batch = max(1, min(batch, ENCODE_BYTES // (4 * math.prod(specs.shape[1:]))))
+    out: torch.Tensor | None = None
     with torch.no_grad():
         for s in range(0, len(indices), batch):
             x = torch.from_numpy(np.asarray(specs[indices[s:s + batch]])).unsqueeze(1).to(device)
-            out.append(model.encode(x)[0].float().cpu())
-    return torch.cat(out)
+            y = None if labels is None else torch.from_numpy(np.asarray(labels[s:s + batch], dtype=np.int64)).to(device)
+            mu = model.encode(x, y)[0].float().cpu()
+            if out is None:
+                out = torch.empty((len(indices), *mu.shape[1:]), dtype=torch.float32)
+            out[s:s + len(mu)] = mu
+    return out if out is not None else torch.zeros(0)
 
 
 def compute_latent_stats(model: VAE, store, indices: list[int]) -> LatentStats:
     """Statistics of the codes of ``store`` clips ``indices`` (a preprocessing.Store)."""
     indices = subsample(indices, min(MAX_MAP_POINTS, MAX_CODE_NUMBERS // math.prod(model.cfg.latent_shape)))
-    codes = encode_indices(model, store.specs, indices)  # (N, *latent_shape)
-    return stats_from_codes(codes, [store.clips[i]["label"] for i in indices], [store.clip_name(i) for i in indices])
+    names = [store.clips[i]["label"] for i in indices]
+    labels = label_indices(model.cfg.labels, names) if model.cfg.labels else None  # a conditional model's rows
+    codes = encode_indices(model, store.rows, indices, labels=labels)  # (N, *latent_shape)
+    stats = stats_from_codes(codes, [store.clips[i]["label"] for i in indices], [store.clip_name(i) for i in indices])
+    stats.named = fit_named_directions(model_decoder(model, store_db_range(store, indices)), codes,
+                                       store.config.sample_rate)
+    return stats
 
 
 def stats_from_codes(codes: torch.Tensor, labels: list[str | None], names: list[str]) -> LatentStats:
@@ -187,6 +214,7 @@ def stats_from_codes(codes: torch.Tensor, labels: list[str | None], names: list[
 
 
 STATS_TENSORS = ("mean", "components", "component_sd", "explained", "label_means", "codes")
+NAMED_TENSORS = ("directions", "sd", "slope", "r2", "r2_linear", "spearman", "spread", "values")  # saved "named_*"
 
 
 def save_latent_stats(directory: str | Path, stats: LatentStats) -> Path:
@@ -197,6 +225,9 @@ def save_latent_stats(directory: str | Path, stats: LatentStats) -> Path:
                STATS_TENSORS}
     metadata = {"label_names": json.dumps(stats.label_names), "code_labels": json.dumps(stats.code_labels),
                 "code_names": json.dumps(stats.code_names)}
+    if stats.named is not None:
+        tensors.update({f"named_{k}": getattr(stats.named, k).float().contiguous() for k in NAMED_TENSORS})
+        metadata["named"] = json.dumps(stats.named.names)
     atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
     return path
 
@@ -219,6 +250,7 @@ def load_latent_stats(directory: str | Path, latent_shape: tuple[int, ...] | Non
         with safe_open(str(path), "pt") as f:
             md = f.metadata() or {}
         names = [json.loads(md.get(k, "[]")) for k in ("label_names", "code_labels", "code_names")]
+        named_names = json.loads(md["named"]) if "named" in md else None
     except (SafetensorError, OSError, ValueError) as e:
         raise LatentStatsError(f"{path} is damaged ({e}); {fix}") from None
     missing = [k for k in STATS_TENSORS if k not in t]
@@ -226,6 +258,12 @@ def load_latent_stats(directory: str | Path, latent_shape: tuple[int, ...] | Non
         raise LatentStatsError(f"{path} lacks {', '.join(missing) or 'its label lists'}; {fix}")
     stats = LatentStats(t["mean"], t["components"], t["component_sd"], t["explained"], names[0], t["label_means"],
                         t["codes"], names[1], names[2])
+    if named_names is not None or any(k.startswith("named_") for k in t):  # files before issue #14 have none
+        missing = [f"named_{k}" for k in NAMED_TENSORS if f"named_{k}" not in t]
+        if missing or not isinstance(named_names, list):
+            what = ", ".join(missing) or "the names of its named directions"
+            raise LatentStatsError(f"{path} is damaged: it lacks {what}; {fix}")
+        stats.named = NamedDirections(named_names, *(t[f"named_{k}"] for k in NAMED_TENSORS))
     problem = _stats_problem(stats, latent_shape)
     if problem:
         raise LatentStatsError(f"{path} does not fit: {problem}; {fix}")
@@ -246,6 +284,22 @@ def _stats_problem(s: LatentStats, latent_shape: tuple[int, ...] | None) -> str:
     if any(names and len(names) != n for names, n in ((s.label_names, len(s.label_means)),
                                                        (s.code_labels, len(s.codes)), (s.code_names, len(s.codes)))):
         return "label lists of another length than the codes"
+    return _named_problem(s.named, d, len(s.codes)) if s.named is not None else ""
+
+
+def _named_problem(nd: NamedDirections, d: int, n_codes: int) -> str:
+    """What is inconsistent in loaded named directions ("" when nothing)."""
+    from .properties import PROPERTIES
+
+    p = len(nd.names)
+    unknown = [n for n in nd.names if not isinstance(n, str) or n not in PROPERTIES]
+    if unknown or len(set(nd.names)) != p:
+        return f"named directions {nd.names} (known properties: {', '.join(PROPERTIES)})"
+    if nd.directions.shape != (p, d) or any(getattr(nd, k).shape != (p,) for k in NAMED_TENSORS[1:-1]) \
+            or nd.values.shape != (n_codes, p):
+        return f"named directions of shape {tuple(nd.directions.shape)} for {p} names and {d}-number frames"
+    if not all(bool(torch.isfinite(getattr(nd, k)).all()) for k in NAMED_TENSORS):
+        return "named directions with values that are not finite"
     return ""
 
 
@@ -275,6 +329,11 @@ def checkpoint_map(stats: LatentStats) -> LatentMap:
     return LatentMap(_plane(stats, stats.codes), stats.codes, list(stats.code_labels), list(stats.code_names))
 
 
+def _knows(vocabulary: tuple[str, ...], names: list[str | None]) -> bool:
+    """Whether a conditional model knows every one of the labels ``names``."""
+    return bool(vocabulary) and all(n in vocabulary for n in names)
+
+
 def store_map(ck: Checkpoint, stats: LatentStats, store, max_points: int = 1500, seed: int = 0) -> LatentMap:
     """Encode (up to ``max_points``) clips of ``store`` (a preprocessing.Store) and place them on the
     directions of ``stats``."""
@@ -284,6 +343,9 @@ def store_map(ck: Checkpoint, stats: LatentStats, store, max_points: int = 1500,
                          f"spectrograms, the model expects {shape[0]}x{shape[1]}: pick a store "
                          "built with the model's settings")
     idx = subsample(store.indices(), max_points, seed)
-    codes = encode_indices(ck.model, store.specs, idx)
+    names, vocabulary = [store.clips[i]["label"] for i in idx], ck.model_cfg.labels
+    # a conditional model encodes each clip with its label, when it knows them all
+    codes = encode_indices(ck.model, store.rows, idx,
+                           labels=label_indices(vocabulary, names) if _knows(vocabulary, names) else None)
     return LatentMap(_plane(stats, codes), codes, [store.clips[i]["label"] for i in idx],
                      [store.clip_name(i) for i in idx], idx, str(store.path))

@@ -4,6 +4,11 @@ Two kinds (``ModelConfig.kind``): ``global`` encodes a clip (B, 1, F, T) to one 
 2-D convolutions and a dense layer (the study's design); ``temporal`` folds the F frequency bins into
 channels and convolves along time only, so a clip becomes a sequence of codes (B, D, T / r) and a
 spectrogram of any length that divides by r encodes and decodes in one piece, without seams.
+
+A conditional model (``cfg.labels``, issue #14) also takes labels (B,) long: the decoder concatenates a
+learned label embedding (E numbers) to z, over every frame of a temporal code, and the encoder (when
+``cfg.label_encoder``) to its input. Without labels a conditional model uses the mean of its label
+embeddings: "no label in particular", for uses that have none (named directions, ONNX).
 """
 
 from __future__ import annotations
@@ -31,19 +36,56 @@ def _same_padding(kernel: int) -> int:
     return kernel // 2
 
 
+class LabelEmbedding(nn.Module):
+    """Labels (B,) long -> (B, E) learned vectors; None -> the mean vector, for each of ``batch`` clips."""
+
+    def __init__(self, n_labels: int, dim: int):
+        super().__init__()
+        self.table = nn.Embedding(n_labels, dim)
+
+    def forward(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if labels is None:
+            return self.table.weight.mean(0).expand(batch, -1)  # (B, E)
+        if labels.shape != (batch,):
+            raise ValueError(f"labels must be (B,) = ({batch},), got {tuple(labels.shape)}")
+        return self.table(labels.to(self.table.weight.device))  # (B, E)
+
+
+def _embedding(cfg: ModelConfig, encoder: bool) -> LabelEmbedding | None:
+    """The label embedding of the decoder (or of the encoder), or None when it takes no label."""
+    used = cfg.n_labels and (cfg.label_encoder or not encoder)
+    return LabelEmbedding(cfg.n_labels, cfg.label_dim) if used else None
+
+
+def _with_label(h: torch.Tensor, emb: LabelEmbedding | None, labels: torch.Tensor | None) -> torch.Tensor:
+    """(B, C) or (B, C, T) -> (B, C + E) or (B, C + E, T): the label's vector appended (over every frame)."""
+    if emb is None:
+        return h
+    e = emb(labels, len(h)).to(h.dtype)  # (B, E)
+    if h.dim() == 3:
+        e = e[:, :, None].expand(-1, -1, h.shape[-1])  # (B, E, T)
+    return torch.cat([h, e], dim=1)
+
+
+def _label_width(cfg: ModelConfig, encoder: bool) -> int:
+    return cfg.label_dim if cfg.n_labels and (cfg.label_encoder or not encoder) else 0
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.label = _embedding(cfg, encoder=True)
         layers, c_in = [], 1
         for c, s in zip(cfg.channels, cfg.strides):
             layers.append(_block(nn.Conv2d(c_in, c, cfg.kernel, s, _same_padding(cfg.kernel)), c, cfg))
             c_in = c
         self.convs = nn.Sequential(*layers)
-        self.mu = nn.Linear(math.prod(cfg.bottleneck), cfg.latent_dim)
-        self.logvar = nn.Linear(math.prod(cfg.bottleneck), cfg.latent_dim)
+        width = math.prod(cfg.bottleneck) + _label_width(cfg, encoder=True)
+        self.mu = nn.Linear(width, cfg.latent_dim)
+        self.logvar = nn.Linear(width, cfg.latent_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.convs(x).flatten(1)  # (B, C*F'*T')
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = _with_label(self.convs(x).flatten(1), self.label, labels)  # (B, C*F'*T' [+ E])
         return self.mu(h), self.logvar(h)  # (B, D), (B, D)
 
 
@@ -51,7 +93,8 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.bottleneck = cfg.bottleneck
-        self.dense = nn.Linear(cfg.latent_dim, math.prod(cfg.bottleneck))
+        self.label = _embedding(cfg, encoder=False)
+        self.dense = nn.Linear(cfg.latent_dim + _label_width(cfg, encoder=False), math.prod(cfg.bottleneck))
         layers, c_in = [], cfg.channels[-1]
         strides = list(reversed(cfg.strides))  # mirror the encoder
         for c, s in zip(cfg.decoder_channels, strides[:-1]):
@@ -66,8 +109,8 @@ class Decoder(nn.Module):
         return nn.ConvTranspose2d(c_in, c_out, kernel, stride, _same_padding(kernel),
                                   output_padding=(stride[0] - 1, stride[1] - 1))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.dense(z).view(-1, *self.bottleneck)  # (B, C, F', T')
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.dense(_with_label(z, self.label, labels)).view(-1, *self.bottleneck)  # (B, C, F', T')
         return torch.sigmoid(self.convs(h))  # (B, 1, F, T) in [0, 1]
 
 
@@ -120,15 +163,16 @@ class TemporalEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         widths = [*cfg.channels, cfg.channels[-1]]
-        layers: list[nn.Module] = [_conv1d(cfg.n_freq, widths[0], cfg.kernel, cfg)]
+        self.label = _embedding(cfg, encoder=True)
+        layers: list[nn.Module] = [_conv1d(cfg.n_freq + _label_width(cfg, True), widths[0], cfg.kernel, cfg)]
         for i, (_, st) in enumerate(cfg.strides):
             layers += [ResBlock(widths[i], cfg) for _ in range(cfg.res_blocks)]
             layers += [_norm1d(widths[i], cfg), _act(cfg), _conv1d(widths[i], widths[i + 1], 2 * st, cfg, st)]
         layers += [_norm1d(widths[-1], cfg), _act(cfg), _conv1d(widths[-1], 2 * cfg.latent_dim, 3, cfg)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.net(x.flatten(1, 2))  # (B, 1, F, T) -> (B, F, T) -> (B, 2D, T/r)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(_with_label(x.flatten(1, 2), self.label, labels))  # (B, F [+ E], T) -> (B, 2D, T/r)
         mu, logvar = h.chunk(2, dim=1)
         return mu, logvar  # (B, D, T/r) each
 
@@ -137,22 +181,25 @@ class TemporalDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         widths = [cfg.channels[-1], *cfg.decoder_channels, cfg.channels[0]]  # the encoder's, reversed
-        layers: list[nn.Module] = [_conv1d(cfg.latent_dim, widths[0], 3, cfg)]
+        self.label = _embedding(cfg, encoder=False)
+        layers: list[nn.Module] = [_conv1d(cfg.latent_dim + _label_width(cfg, False), widths[0], 3, cfg)]
         for j, (_, st) in enumerate(reversed(cfg.strides)):
             layers.append(Upsample(widths[j], widths[j + 1], st, cfg))
             layers += [ResBlock(widths[j + 1], cfg) for _ in range(cfg.res_blocks)]
         layers += [_norm1d(widths[-1], cfg), _act(cfg), _conv1d(widths[-1], cfg.n_freq, cfg.kernel, cfg)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(z)).unsqueeze(1)  # (B, D, T/r) -> (B, F, T) -> (B, 1, F, T) in [0, 1]
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = _with_label(z, self.label, labels)  # (B, D [+ E], T/r)
+        return torch.sigmoid(self.net(h)).unsqueeze(1)  # (B, F, T) -> (B, 1, F, T) in [0, 1]
 
 
 # ----- the VAE ---------------------------------------------------------------------------------------
 
 
 class VAE(nn.Module):
-    """Spectrograms (B, 1, F, T) in [0, 1] <-> latent codes (B, *cfg.latent_shape)."""
+    """Spectrograms (B, 1, F, T) in [0, 1] <-> latent codes (B, *cfg.latent_shape); a conditional model
+    also takes labels (B,) long, indices into ``cfg.labels``."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -161,17 +208,18 @@ class VAE(nn.Module):
         self.encoder = TemporalEncoder(cfg) if temporal else Encoder(cfg)
         self.decoder = TemporalDecoder(cfg) if temporal else Decoder(cfg)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(x)
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x, labels)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(z, labels)
 
     @staticmethod
     def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encode(x)  # (B, D) or (B, D, T/r) each
-        return self.decode(self.reparameterise(mu, logvar)), mu, logvar
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x, labels)  # (B, D) or (B, D, T/r) each
+        return self.decode(self.reparameterise(mu, logvar), labels), mu, logvar
 

@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,11 @@ import torch
 
 from preprocessing.config import ConfigError
 from preprocessing.errors import UserError
+from preprocessing.rows import RowReader
 from preprocessing.store import Store
 
 from . import distributed
+from .accel import Accel, auto_batch, choose, fits_on_device
 from .augment import augment_batch, batch_generator
 from .checkpoint import (
     MAX_PARAMS,
@@ -43,13 +46,17 @@ from .checkpoint import (
     resumable,
     save_checkpoint,
 )
+from .conditioning import CONDITIONS, label_indices
 from .config import ModelConfig, TrainConfig, arch_for, model_config, train_config
 from .distributed import Dist, shard
 from .latents import compute_latent_stats, encode_indices, save_latent_stats, subsample
 from .losses import spectral_loss, vae_loss
 from .model import VAE
 
-PRELOAD_BYTES = 2 << 30  # datasets smaller than this are copied to RAM (faster batches)
+# A store of at most this many bytes of spectrograms is copied to RAM (both splits: at most this much in all);
+# a larger one is read batch by batch with explicit reads (Store.rows), which keeps a run's memory bounded
+# whatever the store's size: reading through the memory map would leave every page touched in the run's RSS.
+PRELOAD_BYTES = 2 << 30
 ETA_MIN_STEPS = 3  # no ETA before a run has done this many steps: the first ones say little about speed
 LOSS_KEYS = ("loss", "recon", "kl")
 EventKind = Literal["step", "epoch", "done", "stopped"]
@@ -136,36 +143,66 @@ class RunConfig:
 OVERRIDES = frozenset(f.name for f in dataclasses.fields(TrainConfig)) | {"latent_dim"}
 
 
+def condition_labels(store: Store, condition: str | None) -> tuple[str, ...]:
+    """The label vocabulary a model conditioned on ``condition`` gets from ``store`` (() for None): its
+    labels, sorted. :class:`TrainingError` when the store has none or leaves some clips unlabelled."""
+    if condition is None:
+        return ()
+    if condition not in CONDITIONS:
+        raise ConfigError(f"unknown condition {condition!r}; choose one of {CONDITIONS}")
+    unlabelled = sum(c["label"] is None for c in store.clips)
+    if unlabelled or not store.labels():
+        raise TrainingError(f"cannot condition on labels: {unlabelled or len(store)} clips of {store.path} have no "
+                            "label (FSDD names such as 7_jackson_0.wav, or one folder per genre/style, give them)")
+    return tuple(store.labels())
+
+
 def resolve_configs(store: Store, arch: str | None = None, model_cfg: ModelConfig | None = None,
                     train_cfg: TrainConfig | None = None, last: CheckpointConfig | None = None,
-                    **overrides: Any) -> RunConfig:
+                    condition: str | None = None, **overrides: Any) -> RunConfig:
     """The model and training configs of a run on ``store``, with ``overrides`` applied and checked.
 
     ``arch``: None picks the one measured best for the store's preset (:func:`vae.config.arch_for`).
     ``overrides``: :class:`TrainConfig` fields and ``latent_dim``; ``last``: the config of ``output/last``
     when resuming (its model, arch and training settings are kept; overrides such as ``epochs`` still
-    apply). Raises :class:`ConfigError` for an unknown or bad value, :class:`TrainingError` for a device
-    that is not available or a model that does not fit the store. The one place the device is checked.
+    apply). ``condition="label"``: the model is conditioned on the store's labels (its vocabulary: the
+    store's label names, sorted; a resumed run keeps its own). Raises :class:`ConfigError` for an unknown or
+    bad value, :class:`TrainingError` for a device that is not available or a model that does not fit the
+    store. The one place the device is checked.
     """
     unknown = sorted(set(overrides) - OVERRIDES)
     if unknown:
         raise ConfigError(f"unknown training parameters: {unknown}")
+    auto_batch_size = overrides.get("batch_size") == "auto"  # resolved below, once the device is known
+    if auto_batch_size:
+        overrides.pop("batch_size")
     latent_dim = overrides.pop("latent_dim", None)
     if latent_dim is not None and int(latent_dim) < 1:
         raise ConfigError(f"latent_dim must be at least 1, got {latent_dim}")
     epochs_done = 0
+    labels = condition_labels(store, condition)
     arch = arch or arch_for(store.config)
     if last is not None:  # a trained model keeps its architecture: latent_dim does not apply
         if last.spec.shape != store.config.shape:
             raise TrainingError(f"cannot resume: checkpoint expects {last.spec.shape} spectrograms, "
                                 f"store has {store.config.shape}")
+        if labels and last.model_cfg.labels != labels:
+            raise TrainingError("cannot resume with --condition label: the run was started without it (or with "
+                                "other labels); start a new run to condition on labels")
         model_cfg, arch = last.model_cfg, last.meta.get("arch", arch)
         # a time limit belongs to the run that set it: a resumed run has none unless given again
         train_cfg = dataclasses.replace(last.train_cfg, time_limit_s=None).replace(**overrides)
         epochs_done = int(last.meta.get("epoch", 0))
     else:
         model_cfg = model_cfg or model_config(arch, store.config.shape, latent_dim)
+        if labels:
+            model_cfg = dataclasses.replace(model_cfg, labels=labels).validate()
         train_cfg = (train_cfg or train_config(arch, store.config.shape)).replace(**overrides)
+    if model_cfg.labels:  # every clip's label must have an embedding row (a resumed run on another store)
+        try:
+            label_indices(model_cfg.labels, [c["label"] for c in store.clips])
+        except UserError as e:
+            raise TrainingError(f"store {store.path} does not fit the model's labels: {e}") from None
     if (model_cfg.n_freq, model_cfg.n_frames) != store.config.shape:
         raise TrainingError(f"model expects {model_cfg.n_freq}x{model_cfg.n_frames} spectrograms, "
                             f"store {store.path} has {store.config.shape[0]}x{store.config.shape[1]}")
@@ -173,35 +210,83 @@ def resolve_configs(store: Store, arch: str | None = None, model_cfg: ModelConfi
     if n > MAX_PARAMS:
         raise ConfigError(f"this model would have {n:,} parameters, more than the limit of {MAX_PARAMS:,}; "
                           "use a smaller latent_dim")
-    return RunConfig(arch, model_cfg, train_cfg, pick_device(train_cfg.device), epochs_done)
+    device = pick_device(train_cfg.device)
+    if auto_batch_size:  # from the architecture's own batch and rate (a resumed run's may be auto already)
+        base = train_config(arch, store.config.shape)
+        batch, lr = auto_batch(base.batch_size, base.lr, device, len(store.indices("train")))
+        train_cfg = train_cfg.replace(batch_size=batch, lr=train_cfg.lr if overrides.get("lr") else lr)
+    return RunConfig(arch, model_cfg, train_cfg, device, epochs_done)
 
 
 # ----- data ------------------------------------------------------------------------------------------
 
 
-class _Batches:
-    """Shuffled mini-batches of one split, deterministic per (seed, epoch)."""
+Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # x (B, 1, F, T), or (x, labels (B,) long) when labelled
 
-    def __init__(self, store: Store, indices: list[int], batch_size: int, d: Dist = Dist()):
+
+class _Batches:
+    """Shuffled mini-batches of one split, deterministic per (seed, epoch): from RAM for a store of at most
+    PRELOAD_BYTES, else read from the store batch by batch (the same batches), the next one read while the
+    current one is used. With ``labels`` (N,) int64, one per clip of the store (a conditional model's
+    embedding rows), each batch is (x, y) with y (B,) the labels of the same rows."""
+
+    def __init__(self, store: Store, indices: list[int], batch_size: int, d: Dist = Dist(),
+                 device: torch.device | None = None, labels: np.ndarray | None = None):
         self.dist = d  # under torchrun each rank takes its slice of every (global) batch
         idx = np.asarray(sorted(indices), dtype=np.int64)
-        nbytes = len(idx) * int(np.prod(store.specs.shape[1:])) * 4
-        self.data = np.asarray(store.specs[idx]) if nbytes <= PRELOAD_BYTES else store.specs
-        self.idx = np.arange(len(idx)) if nbytes <= PRELOAD_BYTES else idx
+        self.preloaded = store.rows.nbytes <= PRELOAD_BYTES
+        self.data: np.ndarray | RowReader | torch.Tensor = store.rows[idx] if self.preloaded else store.rows
+        self.idx = np.arange(len(idx)) if self.preloaded else idx
         self.batch_size = batch_size
+        # labels indexed like self.data's rows: by position when preloaded, by store index otherwise
+        self.labels = None if labels is None else torch.from_numpy(
+            np.asarray(labels, dtype=np.int64)[idx] if self.preloaded else np.asarray(labels, dtype=np.int64))
+        if self.preloaded and device is not None and fits_on_device(self.data.nbytes, device):
+            self.data = torch.from_numpy(self.data).to(device)  # batches are gathered there: no copy per step
+            self.labels = None if self.labels is None else self.labels.to(device)
+
+    def _with_labels(self, x: torch.Tensor, rows: np.ndarray) -> Batch:
+        """x, or (x, the labels (B,) of ``rows``) when the batches carry labels."""
+        if self.labels is None:
+            return x
+        return x, self.labels[torch.from_numpy(rows).to(self.labels.device)]
 
     def __len__(self) -> int:
         n, b = len(self.idx), self.batch_size
         # a last batch smaller than the number of processes would leave one without a clip: it is left out
         return n // b + (1 if 0 < n % b and (n % b >= self.dist.world or not self.dist.active) else 0)
 
-    def epoch(self, seed: int, epoch: int, shuffle: bool = True, start: int = 0) -> Iterator[torch.Tensor]:
+    def epoch(self, seed: int, epoch: int, shuffle: bool = True, start: int = 0) -> Iterator[Batch]:
         """The epoch's batches from batch ``start`` on (the order does not depend on ``start``): this rank's
-        slice of each, under torchrun."""
+        slice of each, under torchrun; (x, y) pairs when the batches carry labels."""
         order = np.random.default_rng([seed, epoch]).permutation(len(self.idx)) if shuffle else np.arange(len(self.idx))
-        for s in range(start * self.batch_size, len(self) * self.batch_size, self.batch_size):
-            rows = np.sort(shard(self.idx[order[s:s + self.batch_size]], self.dist))
-            yield torch.from_numpy(np.asarray(self.data[rows])).unsqueeze(1)  # (B, 1, F, T)
+        batches = (np.sort(shard(self.idx[order[s:s + self.batch_size]], self.dist))
+                   for s in range(start * self.batch_size, len(self) * self.batch_size, self.batch_size))
+        if isinstance(self.data, torch.Tensor):  # resident on the device
+            for rows in batches:
+                yield self._with_labels(self.data[torch.from_numpy(rows).to(self.data.device)].unsqueeze(1), rows)
+            return
+        if self.preloaded:
+            for rows in batches:
+                yield self._with_labels(torch.from_numpy(self.data[rows]).unsqueeze(1), rows)  # (B, 1, F, T)
+            return
+        # from the store: one batch read ahead in a thread (reads release the GIL), so a GPU step and the next
+        # read overlap; at most two batches are held
+        with ThreadPoolExecutor(1, thread_name_prefix="batches") as reader:
+            ahead_rows = next(batches, np.zeros(0, dtype=np.int64))
+            ahead = reader.submit(self.data.__getitem__, ahead_rows)
+            for rows in batches:
+                current, current_rows = ahead, ahead_rows
+                ahead, ahead_rows = reader.submit(self.data.__getitem__, rows), rows
+                yield self._with_labels(torch.from_numpy(current.result()).unsqueeze(1), current_rows)
+            last = ahead.result()
+            if len(last):
+                yield self._with_labels(torch.from_numpy(last).unsqueeze(1), ahead_rows)
+
+
+def split_batch(batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x (B, 1, F, T), labels (B,) or None) of a batch from :meth:`_Batches.epoch`."""
+    return batch if isinstance(batch, tuple) else (batch, None)
 
 
 # ----- (b) one optimisation step ---------------------------------------------------------------------
@@ -219,13 +304,15 @@ def batch_loss(x_hat: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: t
 
 def train_step(model: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, tc: TrainConfig, kl_scale: float = 1.0,
                forward: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
-               autocast: AbstractContextManager | None = None, top_db: float = 80.0) -> dict[str, float]:
+               autocast: AbstractContextManager | None = None, top_db: float = 80.0,
+               labels: torch.Tensor | None = None) -> dict[str, float]:
     """Forward, loss, non-finite check, backward, gradient clipping and ``opt.step()`` on a batch
-    ``x`` (B, 1, F, T); the KL weight is ``tc.kl_weight * kl_scale`` (warm-up). ``forward`` (e.g. a
-    compiled ``model``) and ``autocast`` serve the benchmarks. Returns the batch's losses; raises
-    :class:`Diverged` before touching the weights when the loss is not finite."""
+    ``x`` (B, 1, F, T) (with its ``labels`` (B,) long for a conditional model); the KL weight is
+    ``tc.kl_weight * kl_scale`` (warm-up). ``forward`` (e.g. a compiled ``model``) and ``autocast`` serve
+    the benchmarks. Returns the batch's losses; raises :class:`Diverged` before touching the weights when
+    the loss is not finite."""
     with autocast or nullcontext():
-        x_hat, mu, logvar = (forward or model)(x)
+        x_hat, mu, logvar = (forward or model)(x) if labels is None else (forward or model)(x, labels)
         loss, recon, kl = batch_loss(x_hat.float(), x, mu.float(), logvar.float(), tc, kl_scale, top_db)
     if not torch.isfinite(loss):
         raise Diverged(float(loss.detach()))
@@ -246,10 +333,11 @@ def _validate(model: VAE, batches: _Batches, device: torch.device, tc: TrainConf
     model.eval()
     sums, n = dict.fromkeys(LOSS_KEYS, 0.0), 0
     with torch.no_grad():
-        for x in batches.epoch(tc.seed, 0, shuffle=False):
-            x = x.to(device)
-            mu, logvar = model.encode(x)
-            loss, recon, kl = batch_loss(model.decode(mu), x, mu, logvar, tc, top_db=top_db)
+        for batch in batches.epoch(tc.seed, 0, shuffle=False):
+            x, y = split_batch(batch)
+            x, y = x.to(device), None if y is None else y.to(device)
+            mu, logvar = model.encode(x, y)
+            loss, recon, kl = batch_loss(model.decode(mu, y), x, mu, logvar, tc, top_db=top_db)
             for k, v in zip(LOSS_KEYS, (loss, recon, kl)):
                 sums[k] += float(v) * len(x)
             n += len(x)
@@ -258,12 +346,22 @@ def _validate(model: VAE, batches: _Batches, device: torch.device, tc: TrainConf
 
 
 def _preview(model: VAE, store: Store, index: int, device: torch.device) -> Preview:
+    y = _clip_labels(model.cfg, store, [index])
+    y = None if y is None else torch.from_numpy(y).to(device)
     model.eval()
     with torch.no_grad():
-        x = torch.from_numpy(np.array(store.specs[index])).to(device)[None, None]  # copy: memmap is read-only
-        x_hat = model.decode(model.encode(x)[0])
+        x = torch.from_numpy(store.rows[index]).to(device)[None, None]
+        x_hat = model.decode(model.encode(x, y)[0], y)
     model.train()
     return Preview(index, store.clip_name(index), x[0, 0].cpu().numpy(), x_hat[0, 0].cpu().numpy())
+
+
+def _clip_labels(cfg: ModelConfig, store: Store, indices: list[int] | None = None) -> np.ndarray | None:
+    """Embedding rows (N,) of the store's clips ``indices`` (all when None) for a conditional model; else None."""
+    if not cfg.labels:
+        return None
+    clips = store.clips if indices is None else [store.clips[i] for i in indices]
+    return label_indices(cfg.labels, [c["label"] for c in clips])
 
 
 # ----- the loop's state and its checkpoints ----------------------------------------------------------
@@ -325,6 +423,7 @@ class _Run:
     message: str = ""
     dist: Dist = field(default_factory=Dist)  # this process's rank under torchrun
     forward: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None  # the DDP-wrapped model, if any
+    accel: Accel = field(default_factory=lambda: Accel(torch.device("cpu")))  # the step's precision and layout
 
     @property
     def tc(self) -> TrainConfig:
@@ -368,7 +467,7 @@ def _save_stats(output: Path, store: Store, indices: list[int], device: torch.de
         from .prior import PriorConfig, fit_prior, save_prior
 
         picked = subsample(indices, max(2, MAX_PRIOR_NUMBERS // math.prod(best.model_cfg.latent_shape)))
-        codes = encode_indices(best.model, store.specs, picked)  # (N, D, T')
+        codes = encode_indices(best.model, store.rows, picked, labels=_clip_labels(best.model_cfg, store, picked))
         prior, _ = fit_prior(codes, PriorConfig(latent_dim=best.model_cfg.latent_dim), time_limit_s=PRIOR_TIME_S[end])
         save_prior(output, prior)
 
@@ -423,7 +522,8 @@ def _setup(store: Store, output: Path, cfg: RunConfig, resume: bool) -> _Run:
         val_idx = train_idx[: max(1, len(train_idx) // 10)]
         message = "store has no test split: validating on a slice of the training clips"
     torch.manual_seed(tc.seed)  # the same initial weights in every process
-    model = VAE(cfg.model).to(device)
+    accel = choose(tc.precision, device)
+    model = accel.model(VAE(cfg.model).to(device))
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     d = distributed.from_env()
     state = LoopState()
@@ -443,16 +543,21 @@ def _setup(store: Store, output: Path, cfg: RunConfig, resume: bool) -> _Run:
     model.train()
     meta = {"arch": cfg.arch, "store": str(store.path.resolve()), "n_train": len(train_idx), "n_val": len(val_idx),
             "device": str(device), "torch": torch.__version__, "processes": d.world, "global_batch": tc.batch_size,
-            "lr": tc.lr,
+            "lr": tc.lr, "precision": accel.precision, "channels_last": accel.channels_last,
             # decoding a sample needs a dB range; per-clip normalisation has none, so keep a typical one
             "typical_range": [float(np.median([store.clips[i][k] for i in train_idx])) for k in ("lo", "hi")]}
     forward = None
     if d.active:  # gradients averaged over the processes at each backward
         ids = [device] if device.type == "cuda" else None
         forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    batches = _Batches(store, train_idx, tc.batch_size, d)
-    return _Run(cfg, output, store, model, opt, batches, _Batches(store, val_idx, 64), train_idx, val_idx[0], meta,
-                state, _Speed(time.perf_counter()), state.epoch, message, d, forward)
+    labels = _clip_labels(cfg.model, store)  # (N,) embedding rows of every clip, for a conditional model
+    if labels is not None:
+        meta["condition"] = "label"
+    batches = _Batches(store, train_idx, tc.batch_size, d, device, labels)
+    val_batches = _Batches(store, val_idx, 64, device=device, labels=labels)
+    meta["resident"] = isinstance(batches.data, torch.Tensor) and batches.data.device.type != "cpu"
+    return _Run(cfg, output, store, model, opt, batches, val_batches, train_idx, val_idx[0], meta,
+                state, _Speed(time.perf_counter()), state.epoch, message, d, forward, accel)
 
 
 EpochSteps = Generator[TrainEvent, None, tuple[dict[str, float], int] | None]
@@ -464,14 +569,18 @@ def _train_epoch(run: _Run, stop: threading.Event | None) -> EpochSteps:
     st, tc, speed, steps = run.state, run.tc, run.speed, run.steps
     epoch, device = st.epoch, run.cfg.device
     seen = 0  # clips this run trained in this epoch (for its rate); st.seen counts the whole epoch's
-    for x in run.batches.epoch(tc.seed, epoch, start=st.step):
+    for batch in run.batches.epoch(tc.seed, epoch, start=st.step):
         t0 = time.perf_counter()
+        x, y = split_batch(batch)
         x = x.to(device, non_blocking=True)  # (B, 1, F, T)
+        y = None if y is None else y.to(device, non_blocking=True)  # (B,) labels of a conditional model
         if tc.augment:  # training batches only; seeded by position, so a resumed run sees the same ones
             x = augment_batch(x, batch_generator(tc.seed, epoch, st.step), run.store.config.top_db)
+        x = run.accel.batch(x)
         warm = min(1.0, (epoch + st.step / steps) / tc.kl_warmup_epochs) if tc.kl_warmup_epochs else 1.0
         try:
-            losses = train_step(run.model, run.opt, x, tc, warm, forward=run.forward, top_db=run.store.config.top_db)
+            losses = train_step(run.model, run.opt, x, tc, warm, forward=run.forward, autocast=run.accel.autocast(),
+                                top_db=run.store.config.top_db, labels=y)
         except Diverged as e:
             raise _diverged(f"{e} at epoch {epoch + 1}, step {st.step + 1}", run.output, tc) from None
         dt = time.perf_counter() - t0
@@ -530,6 +639,7 @@ def train(
     resume: bool = False,
     stop: threading.Event | None = None,
     config: RunConfig | None = None,
+    condition: str | None = None,
     **overrides: Any,
 ) -> Iterator[TrainEvent]:
     """Train a VAE on the store at ``data``, writing checkpoints to ``output``.
@@ -538,7 +648,8 @@ def train(
     default :class:`TrainConfig`; ``latent_dim`` patches the model. With ``resume=True`` the run
     continues from ``output/last`` (overrides such as ``epochs`` still apply). ``config``: the result
     of :func:`resolve_configs` when the caller has resolved it already (then arch, configs and overrides
-    are not used). Setting ``stop`` ends training after saving ``output/last``. Raises
+    are not used). ``condition="label"`` conditions the model on the store's labels (vae.conditioning).
+    Setting ``stop`` ends training after saving ``output/last``. Raises
     :class:`TrainingError` on a non-finite loss, leaving the last good checkpoint in place, and
     :class:`CheckpointError` when ``output`` has nothing to resume or a checkpoint cannot be written (disk
     full). Training starts by finishing or undoing a checkpoint set a crash interrupted
@@ -554,7 +665,7 @@ def train(
                               "start it as a new run (without --resume)")
     if config is None:
         last = load_config(output / "last") if resume else None
-        config = resolve_configs(store, arch, model_cfg, train_cfg, last, **overrides)
+        config = resolve_configs(store, arch, model_cfg, train_cfg, last, condition, **overrides)
     d = distributed.init(config.device)
     config = dataclasses.replace(config, device=distributed.device_for(config.device, d))
     try:
@@ -576,7 +687,8 @@ def _loop(run: _Run, stop: threading.Event | None) -> Iterator[TrainEvent]:
         ev = _end_epoch(run, *result, t_epoch)
         yield ev
         why = _should_stop(stop, tc, st.train_time)
-        why = why or (STOP_REQUESTED if distributed.reduce_step({}, 0, bool(why), run.dist)[2] else "")
+        anyone = distributed.reduce_step({}, 0, bool(why), run.dist)[2]  # every rank, always: it is collective
+        why = why or (STOP_REQUESTED if anyone else "")
         if why and st.epoch < tc.epochs:
             yield _stop(run, why, ev.losses, ev.val)
             return

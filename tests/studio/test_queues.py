@@ -27,9 +27,9 @@ def test_slider_moves_have_their_own_worker_group(demo_and_app):
     demo, app = demo_and_app
     g = groups(demo)
     assert g["explore_move"] == g["explore_release"] == ("explore_move", SLIDER_WORKERS)
-    # every slider's drag and release events are in it (not only the first slider's, which has the API name),
-    # and nothing else is
-    sliders = {s._id for s in app.explore.sliders}
+    # every slider's drag and release events are in it (not only the first slider's, which has the API name), the
+    # named directions' sliders too, and nothing else is
+    sliders = {s._id for s in [*app.explore.sliders, *app.explore.named]}
     by_slider = [fn for fn in demo.fns.values() if any(t[0] in sliders for t in fn.targets)]
     assert sorted(t[1] for fn in by_slider for t in fn.targets) == sorted(["input", "release"] * len(sliders))
     assert {(fn.concurrency_id, fn.concurrency_limit) for fn in by_slider} == {("explore_move", SLIDER_WORKERS)}

@@ -1,0 +1,69 @@
+"""The Explore tab on a conditional model (issue #14): a label picker, held while the sliders move and along an
+interpolation; another label replays the same code; a model without labels has no picker."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from app_helpers import make_workspace
+from conftest import TRAIN_KW, tiny_model_cfg
+
+from studio.latent_space import slider_specs
+from studio.tabs.explore import MAX_NAMED
+from vae import generate
+
+
+@pytest.fixture(scope="module")
+def cond_studio(tmp_path_factory, fsdd_dir, tiny_store):
+    from app import create_app
+    from vae.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "cond"
+    list(train(tiny_store.path, run, model_cfg=tiny_model_cfg(), condition="label", **{**TRAIN_KW, "epochs": 2}))
+    ws = make_workspace(tmp_path_factory.mktemp("studio"), fsdd_dir, run)
+    return create_app(ws, checkpoint=str(ws.checkpoints_dir / "digits"))[1]
+
+
+def test_label_picker_offers_the_models_labels(cond_studio):
+    ex, ck = cond_studio.explore, cond_studio.initial_checkpoint
+    update = ex.label_choices(ck, None)[ex.label]
+    assert update["choices"] == [("0", "0"), ("1", "1"), ("2", "2")] or update["choices"] == ["0", "1", "2"]
+    assert update["value"] == "0" and update["visible"] is True
+    assert ex.label_choices(ck, "2")[ex.label]["value"] == "2"
+    assert ex.label_choices(None, "2")[ex.label]["visible"] is False
+
+
+def test_sliders_hold_the_label_and_another_label_replays_the_code(cond_studio, monkeypatch):
+    ex, ckpt = cond_studio.explore, cond_studio.initial_checkpoint
+    ck, stats, _ = ex.studio.model(ckpt)
+    calls: list = []  # (code, label) of every render
+    real = generate.render
+
+    def render(ck, z, *args, **kwargs):
+        calls.append((z.reshape(-1).clone(), kwargs.get("label")))
+        return real(ck, z, *args, **kwargs)
+
+    monkeypatch.setattr("studio.tabs.explore.render", render)
+    values = [0.5] + [0.0] * 5
+    residual = torch.zeros(ck.model_cfg.latent_shape).tolist()
+    ex.move(ckpt, residual, *values, "zero", 1, *[0.0] * MAX_NAMED, "1")
+    ex.move(ckpt, residual, *values, "zero", 1, *[0.0] * MAX_NAMED, "2")
+    ex.move(ckpt, residual, *values, "zero", 1)  # an API call without the label: none in particular
+    assert [label for _, label in calls] == ["1", "2", None] and torch.equal(calls[0][0], calls[1][0])
+    out = ex.start_point(ckpt, "example", ex.ws.examples()[0][1], None, 1.0, "zero", 1, "0")
+    assert ex.img in out and calls[-1][1] == "0" and len(slider_specs(stats)) >= 1
+
+
+def test_interpolation_decodes_every_step_as_the_label(cond_studio, monkeypatch):
+    ex, ckpt = cond_studio.explore, cond_studio.initial_checkpoint
+    seen = []
+    real = generate.render_many
+
+    def render_many(ck, z, phase, n_iter, label=None):
+        seen.append(label)
+        return real(ck, z, phase, n_iter, label)
+
+    monkeypatch.setattr("studio.tabs.explore.render_many", render_many)
+    ex.interpolate(ckpt, "origin", "prior", 3, "zero", 1, "1")
+    ex.interpolate(ckpt, "origin", "prior", 3, "zero", 1)
+    assert seen == ["1", None]

@@ -1,0 +1,219 @@
+"""Conditioning on labels (issue #14): config, model, batches, training, generation, CLI, classifier, bench."""
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import TRAIN_KW, tiny_model_cfg
+
+from preprocessing.errors import InputError
+from vae.checkpoint import load_checkpoint, load_config
+from vae.cli import main
+from vae.conditioning import label_index, label_indices
+from vae.config import ModelConfig, model_config
+from vae.generate import decode, encode, relabel, sample
+from vae.model import VAE
+from vae.train import TrainingError, condition_labels, split_batch, train
+
+train_module = importlib.import_module("vae.train")  # `vae.train` the attribute is the function
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ("0", "1", "2")  # the tiny store's digits
+
+
+@pytest.fixture(scope="module")
+def cond_run(tiny_store, tmp_path_factory) -> Path:
+    """A tiny global model conditioned on the tiny store's labels, trained 2 epochs."""
+    out = tmp_path_factory.mktemp("runs") / "cond"
+    events = list(train(tiny_store.path, out, model_cfg=tiny_model_cfg(), condition="label",
+                        **{**TRAIN_KW, "epochs": 2}))
+    assert events[-1].kind == "done"
+    return out
+
+
+# ----- config and model --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["digits", "music"])
+def test_shipped_unconditional_configs_serialise_unchanged(name):
+    written = json.loads((ROOT / "checkpoints" / name / "config.json").read_text())["model"]
+    cfg = load_config(ROOT / "checkpoints" / name).model_cfg
+    assert cfg.labels == () and json.loads(json.dumps(cfg.to_dict())) == written
+
+
+def test_conditional_config_round_trips_its_vocabulary():
+    cfg = dataclasses.replace(tiny_model_cfg(), labels=LABELS).validate()
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["labels"] == list(LABELS) and d["label_dim"] == 16 and d["label_encoder"] is True
+    assert ModelConfig.from_dict(d) == cfg
+    assert not {"labels", "label_dim", "label_encoder"} & set(tiny_model_cfg().to_dict())
+
+
+@pytest.mark.parametrize("labels", [("a", "a"), ("",), ("x" * 201,)])
+def test_bad_vocabularies_are_refused(labels):
+    with pytest.raises(ValueError, match="labels"):
+        dataclasses.replace(tiny_model_cfg(), labels=labels).validate()
+
+
+@pytest.mark.parametrize("cfg", [tiny_model_cfg(), model_config("temporal", (32, 64))], ids=["global", "temporal"])
+def test_decoder_uses_the_label(cfg):
+    torch.manual_seed(0)
+    plain = VAE(cfg)
+    model = VAE(dataclasses.replace(cfg, labels=LABELS)).eval()
+    assert set(model.state_dict()) - set(plain.state_dict()) == {"encoder.label.table.weight",
+                                                                  "decoder.label.table.weight"}
+    x = torch.rand(3, 1, 32, 64)  # (B, 1, F, T)
+    y = torch.tensor([0, 1, 2])
+    mu, logvar = model.encode(x, y)
+    assert mu.shape == (3, *cfg.latent_shape) == logvar.shape
+    z = torch.zeros(2, *cfg.latent_shape)
+    a, b = model.decode(z, torch.tensor([0, 0])), model.decode(z, torch.tensor([0, 2]))
+    assert a.shape == (2, 1, 32, 64)
+    assert torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1])
+    assert model.decode(z).shape == a.shape  # no label: the mean embedding
+    with pytest.raises(ValueError, match="labels must be"):
+        model.decode(z, torch.tensor([0]))
+
+
+def test_decoder_only_conditioning_leaves_the_encoder_as_it_was():
+    cfg = dataclasses.replace(tiny_model_cfg(), labels=LABELS, label_encoder=False)
+    keys = set(VAE(cfg).state_dict()) - set(VAE(tiny_model_cfg()).state_dict())
+    assert keys == {"decoder.label.table.weight"}
+
+
+# ----- vocabulary and batches --------------------------------------------------------------------------
+
+
+def test_label_lookups_name_the_known_labels():
+    assert label_index(LABELS, 2) == 2 and label_indices(LABELS, ["2", "0"]).tolist() == [2, 0]
+    with pytest.raises(InputError, match="unknown label '9'; this model knows 0, 1, 2"):
+        label_index(LABELS, "9")
+    with pytest.raises(InputError, match="not conditioned on labels"):
+        label_index((), "1")
+    with pytest.raises(InputError, match=r"\(unlabelled\)"):
+        label_indices(LABELS, ["0", None])
+
+
+def test_condition_needs_every_clip_labelled(tiny_store):
+    assert condition_labels(tiny_store, "label") == LABELS and condition_labels(tiny_store, None) == ()
+    half = SimpleNamespace(clips=[{"label": "0"}, {"label": None}], labels=lambda: ["0"], path="s")
+    half.__len__ = lambda: 2
+    with pytest.raises(TrainingError, match="1 clips of s have no label"):
+        condition_labels(half, "label")
+    with pytest.raises(ValueError, match="unknown condition"):
+        condition_labels(tiny_store, "speaker")
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_batches_carry_the_labels_of_their_rows(tiny_store, monkeypatch, preload):
+    if not preload:
+        monkeypatch.setattr(train_module, "PRELOAD_BYTES", 0)  # read from the store, one batch ahead
+    labels = label_indices(LABELS, [c["label"] for c in tiny_store.clips])
+    idx = tiny_store.indices("train")
+    plain = train_module._Batches(tiny_store, idx, 5)
+    labelled = train_module._Batches(tiny_store, idx, 5, labels=labels)
+    assert labelled.preloaded is preload
+    rows = {tiny_store.rows[i].tobytes(): labels[i] for i in idx}
+    n = 0
+    for x, (x2, y) in zip(plain.epoch(0, 1), labelled.epoch(0, 1), strict=True):
+        assert torch.equal(x, x2) and y.dtype == torch.long and y.shape == (len(x),)
+        assert [rows[c[0].numpy().tobytes()] for c in x2] == y.tolist()
+        n += len(y)
+    assert n == len(idx)
+    assert split_batch(x) == (x, None)
+
+
+# ----- training, checkpoint, generation ----------------------------------------------------------------
+
+
+def test_conditional_run_saves_its_vocabulary_and_resumes(cond_run, tiny_store):
+    ck = load_checkpoint(cond_run)
+    assert ck.model_cfg.labels == LABELS and ck.meta["condition"] == "label"
+    assert json.loads((cond_run / "config.json").read_text())["model"]["labels"] == list(LABELS)
+    assert (cond_run / "latents.safetensors").is_file()
+    events = list(train(tiny_store.path, cond_run, resume=True, epochs=3, device="cpu"))
+    assert events[-1].kind == "done" and load_config(cond_run / "last").meta["epoch"] == 3
+    assert load_checkpoint(cond_run).model_cfg.labels == LABELS
+
+
+def test_conditioning_cannot_be_added_on_resume(trained, tiny_store):
+    with pytest.raises(TrainingError, match="cannot resume with --condition label"):
+        list(train(tiny_store.path, trained[0], resume=True, condition="label", epochs=5, device="cpu"))
+
+
+def test_generation_takes_a_label(cond_run, tiny_store):
+    ck = load_checkpoint(cond_run)
+    z = sample(ck, 2, seed=0)
+    a, b = decode(ck, z, "0"), decode(ck, z, "2")
+    assert a.shape == (2, 32, 64) and not torch.allclose(a, b)
+    x = torch.from_numpy(np.asarray(tiny_store.rows[[0, 1]]))
+    assert torch.allclose(relabel(ck, x, "0", "2"), decode(ck, encode(ck, x, "0")[0], "2"))
+    with pytest.raises(InputError, match="unknown label '7'"):
+        decode(ck, z, "7")
+
+
+def test_unconditional_model_refuses_a_label(tiny_ckpt):
+    with pytest.raises(InputError, match="not conditioned on labels"):
+        decode(tiny_ckpt, torch.zeros(1, 4), "1")
+
+
+def test_cli_sample_with_a_label(cond_run, tmp_path, capsys, trained):
+    base = ["sample", "--count", "2", "--phase", "zero", "--seed", "1"]
+    assert main([*base, "--checkpoint", str(cond_run), "--label", "1", "--output", str(tmp_path / "a")]) == 0
+    assert "wrote 2 samples of label 1" in capsys.readouterr().out
+    assert len(list((tmp_path / "a").iterdir())) == 2
+    assert main([*base, "--checkpoint", str(cond_run), "--label", "7", "--output", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown label '7'; this model knows 0, 1, 2"]
+    assert main([*base, "--checkpoint", str(trained[0]), "--label", "1", "--output", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: this model is not conditioned on labels")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:Not enough STFT frames:RuntimeWarning")
+def test_evaluate_reconstructs_each_file_with_its_label(cond_run, tiny_store):
+    from vae.evaluate import evaluate
+
+    res = evaluate(load_checkpoint(cond_run), tiny_store.path, phase="zero", with_stoi=False)
+    assert res["labelled"] == res["n_files"] == len(tiny_store.indices("test"))
+
+
+# ----- classifier and benchmark ------------------------------------------------------------------------
+
+
+def test_classifier_trains_caches_and_measures(tiny_store, tmp_path):
+    from benchmarks.digit_classifier import ClassifierConfig, held_out_accuracy, load_or_train
+
+    cfg = ClassifierConfig(channels=(4, 8), epochs=2, batch_size=8)
+    model, cached = load_or_train(tiny_store, tmp_path / "clf", cfg)
+    assert not cached and model.labels == LABELS
+    res = held_out_accuracy(model, tiny_store)
+    assert 0 <= res["accuracy"] <= 1 and set(res["per_label"]) == set(LABELS)
+    assert res["n_clips"] == len(tiny_store.indices("test"))
+    again, cached = load_or_train(tiny_store, tmp_path / "clf", cfg)
+    assert cached and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_bench_conditional_quick(cond_run, tiny_store, tmp_path):
+    from benchmarks import bench_conditional
+    from benchmarks.digit_classifier import ClassifierConfig
+
+    res = bench_conditional.run(cond_run, tiny_store.path, tmp_path, per_label=3,
+                                clf_cfg=ClassifierConfig(channels=(4,), epochs=1), cache=None, quick=True)
+    assert set(res["samples"]) == set(LABELS) and all(r["n"] == 3 for r in res["samples"].values())
+    assert 0 <= res["worst"] <= res["mean"] <= 1 and res["relabel"]["n"] == len(tiny_store.indices("test"))
+    md = (tmp_path / "conditional.md").read_text()
+    assert "held-out accuracy" in md and json.loads((tmp_path / "conditional.json").read_text())["quick"]
+
+
+def test_onnx_export_refuses_a_conditional_model(cond_run, tmp_path):
+    pytest.importorskip("onnx")
+    from vae.onnx_export import OnnxExportError, export_onnx
+
+    with pytest.raises(OnnxExportError, match="conditioned on labels"):
+        export_onnx(cond_run, tmp_path / "onnx")
