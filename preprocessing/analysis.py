@@ -43,7 +43,26 @@ class FileAnalysis:
         return len(self.offsets)
 
 
-DROP_BEHIND = 32 << 20  # bytes of a raw shard kept in the OS cache behind its end (Linux; see RawShard.append)
+# Building a store writes it twice (raw rows, then normalised) and reads it once: 22 GB for a 10 GB store. Left
+# to itself, the OS keeps all of it in its cache until memory runs out, then reclaims it page by page under the
+# writes, in the writing processes: on 2 cores and 23 GB of RAM that cost more CPU than the STFTs (system time
+# 12 ms a 30 s file, against 2 ms). So the build tells the OS (posix_fadvise, where there is one) to drop what it
+# has read, and what it wrote more than DROP_BEHIND bytes ago (written out by then: each page gets three tries).
+# Measured on 2,100 files of 30 s with 2 workers: analysis 79.5 s -> 28-32 s, normalising 15 s -> 12 s (sys time
+# 37 s -> 14 s). The new store is then mostly not in the cache: training reads it from the disk.
+DROP_BEHIND = 32 << 20
+
+
+def drop_cached(fd: int, start: int, length: int) -> None:
+    """Ask the OS to drop the file's cached pages in [start, start + length) (those written out; a hint)."""
+    if hasattr(os, "posix_fadvise") and length > 0:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+
+
+def drop_behind(fd: int, end: int) -> None:
+    """:func:`drop_cached` for what lies DROP_BEHIND to 4 x DROP_BEHIND bytes before ``end``."""
+    start = max(0, end - 4 * DROP_BEHIND)
+    drop_cached(fd, start, end - DROP_BEHIND - start)
 
 
 class RawShard:
@@ -61,12 +80,8 @@ class RawShard:
         row = np.ascontiguousarray(spec, dtype=np.float32)
         write_at(self.fd, row, self.bytes)
         before, self.rows, self.bytes = self.bytes, self.rows + 1, self.bytes + row.nbytes
-        if self.bytes // DROP_BEHIND > before // DROP_BEHIND and hasattr(os, "posix_fadvise"):
-            # the rows are read back once, at the end: have the OS write out and drop what lies more than
-            # DROP_BEHIND behind the end (each page gets three chances, once it is written) rather than fill its
-            # cache with them; reclaiming that cache under the writes cost more CPU than the STFTs on a 10 GB store
-            start = max(0, self.bytes - 4 * DROP_BEHIND)
-            os.posix_fadvise(self.fd, start, max(0, self.bytes - DROP_BEHIND - start), os.POSIX_FADV_DONTNEED)
+        if self.bytes // DROP_BEHIND > before // DROP_BEHIND:  # every DROP_BEHIND bytes
+            drop_behind(self.fd, self.bytes)
         return self.rows - 1
 
     def close(self) -> None:
@@ -142,13 +157,12 @@ def normalise_rows(segments: list[Segment], out: str, shape: tuple[int, int]) ->
             if src not in fds:
                 fds[src] = os.open(src, os.O_RDONLY | binary)
             rows = np.empty((len(ranges), *shape), dtype=np.float32)
-            read_into(fds[src], memoryview(rows).cast("B"), first * (rows.nbytes // len(ranges)))
-            if os.environ.get("EXP_READ_DROP"):
-                os.posix_fadvise(fds[src], first * (rows.nbytes // len(ranges)), rows.nbytes, os.POSIX_FADV_DONTNEED)
+            at = first * (rows.nbytes // len(ranges))
+            read_into(fds[src], memoryview(rows).cast("B"), at)
+            drop_cached(fds[src], at, rows.nbytes)  # read once
             _normalise(rows, ranges)
             write_at(out_fd, rows, out_offset)
-            if os.environ.get("EXP_OUT_DROP"):
-                os.posix_fadvise(out_fd, max(0, out_offset - 4 * DROP_BEHIND), 3 * DROP_BEHIND, os.POSIX_FADV_DONTNEED)
+            drop_behind(out_fd, out_offset)
     finally:
         for fd in (out_fd, *fds.values()):
             os.close(fd)
