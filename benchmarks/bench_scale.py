@@ -95,8 +95,12 @@ def build_case(corpus: str, store: str, workers: int, preset: str = PRESET,
     """Build the store once (timed), then digest it; CPU seconds and the largest worker's peak RSS. ``code``: a
     folder holding another version's ``preprocessing`` package, which the caller put first on the path of this
     case's process (``run_case(first_path=...)``): built with it, in one process, its own way."""
+    import preprocessing.store
     from preprocessing.config import preset as get_preset
     from preprocessing.store import build_store
+
+    if code and not Path(preprocessing.store.__file__).is_relative_to(code):
+        raise RuntimeError(f"the build would use {preprocessing.store.__file__}, not the code in {code}")
 
     cfg = get_preset(preset).replace(**(spec or {}))
     shutil.rmtree(store, ignore_errors=True)

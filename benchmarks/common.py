@@ -194,11 +194,12 @@ def run_case(target: str, kwargs: dict[str, Any] | None = None, isolate: bool = 
     kwargs = kwargs or {}
     if not isolate:
         return call_case(target, kwargs)
-    # ``first_path``: a folder searched before the repository (another version's packages, to compare with)
+    # ``first_path``: a folder searched before the repository (another version's packages, to compare with).
+    # It is the working folder too: `python -m` puts that first on the path, before PYTHONPATH.
     paths = [first_path, str(ROOT), os.environ.get("PYTHONPATH")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     cmd = [sys.executable, "-m", "benchmarks.common", "--case", target, "--kwargs", json.dumps(kwargs)]
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+    p = subprocess.run(cmd, cwd=first_path or ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith(RESULT_MARK)]
     if p.returncode != 0 or not lines:
         tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
