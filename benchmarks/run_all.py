@@ -43,6 +43,7 @@ REPORT = common.ROOT / "BENCHMARKS.md"
 HELD_OUT = common.ROOT / "benchmarks" / "results" / "held_out"
 LOAD = common.ROOT / "benchmarks" / "results" / "load.md"  # bench_load's last report, appended the same way
 SCALE = common.ROOT / "benchmarks" / "results" / "scale.md"  # bench_scale's last full run, appended the same way
+CONDITIONAL = common.ROOT / "benchmarks" / "results" / "conditional.md"  # bench_conditional's last report, the same
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -175,24 +176,33 @@ def report(results: dict[str, dict[str, Any]], link_prefix: str = "", where: str
     for name, res in results.items():
         md = BENCHMARKS[name].markdown(res)
         lines.append(_relink(md, link_prefix) if link_prefix else md)
-    return "\n".join(lines).rstrip() + "\n" + held_out_sections() + load_section() + scale_section()
+    return ("\n".join(lines).rstrip() + "\n" + held_out_sections() + load_section() + scale_section()
+            + conditional_section())
 
 
-def load_section(path: Path = LOAD) -> str:
-    """The last report of bench_load (clients on the app while a job trains; not part of run_all), or ""."""
+def appended_section(path: Path, module: str) -> str:
+    """The last report of a benchmark run_all does not run (``python -m benchmarks.<module>``), as a section
+    of the report; "" when it has none."""
     if not path.is_file():
         return ""
     head, _, body = path.read_text().rstrip().partition("\n")
-    return "\n".join(["", f"# {head.lstrip('# ')} (`python -m benchmarks.bench_load`, not part of run_all)", body, ""])
+    return "\n".join(["", f"# {head.lstrip('# ')} (`python -m benchmarks.{module}`, not part of run_all)", body, ""])
+
+
+def load_section(path: Path = LOAD) -> str:
+    """The last report of bench_load (clients on the app while a job trains), or ""."""
+    return appended_section(path, "bench_load")
 
 
 def scale_section(path: Path = SCALE) -> str:
     """The last full run of bench_scale (a GTZAN-sized corpus: preprocessing in parallel, an epoch from a 10 GB
-    store; not part of run_all: about an hour), or ""."""
-    if not path.is_file():
-        return ""
-    head, _, body = path.read_text().rstrip().partition("\n")
-    return "\n".join(["", f"# {head.lstrip('# ')} (`python -m benchmarks.bench_scale`, not part of run_all)", body, ""])
+    store; about an hour), or ""."""
+    return appended_section(path, "bench_scale")
+
+
+def conditional_section(path: Path = CONDITIONAL) -> str:
+    """The last report of bench_conditional (samples asked for a digit, recognised by a classifier), or ""."""
+    return appended_section(path, "bench_conditional")
 
 
 def held_out_sections(folder: Path = HELD_OUT) -> str:

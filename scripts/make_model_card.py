@@ -57,6 +57,10 @@ def architecture_text(ck, arch: str | None, n_params: int) -> str:
         net = (f"`{arch}`: encoder channels {list(m.channels)}, strides {[list(x) for x in m.strides]}, "
                f"latent {m.latent_dim}, decoder channels {list(m.decoder_channels)}; "
                f"{n_params / 1e6:.2f} M parameters.")
+    if m.labels:
+        where = "the decoder's input and the encoder's features" if m.label_encoder else "the decoder's input"
+        net += (f" Conditioned on the label ({', '.join(m.labels)}; `--condition label`): a learned "
+                f"{m.label_dim}-number embedding of it is appended to {where}.")
     spectral = f" + {tc.spectral_weight:g} x multi-resolution spectral loss" if tc.spectral_weight else ""
     return (f"{net} Loss {tc.recon_weight:g} x per-pixel MSE{spectral} + {tc.kl_weight:g} x KL "
             f"(warm-up {tc.kl_warmup_epochs} epochs), Adam lr {tc.lr:g}, batch {tc.batch_size}.")
@@ -163,7 +167,11 @@ def main() -> None:
          f"{len(stats.explained)} principal directions, the leading ones being the tab's sliders (the first {k} "
          f"cover {float(stats.explained[:k].sum()) * 100:.0f}% of the variance), per-label means "
          f"for {len(stats.label_names)} labels ({', '.join(stats.label_names)}), and {len(stats.codes)} codes for "
-         f"the 2-D map.") if stats else "No latent statistics saved.", "",
+         f"the 2-D map."
+         + (" It also holds each label's codes as a Gaussian (mean and covariance factor, `label_chol`): asked for "
+            "a label (`sample --label`, the Explore tab's label picker), sampling draws the code from it and "
+            "decodes it with the label." if stats.label_chol is not None else "")) if stats
+        else "No latent statistics saved.", "",
         *named_section(a.checkpoint, stats),
     ]
     card_path.write_text("\n".join(lines))

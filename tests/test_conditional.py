@@ -16,7 +16,14 @@ from vae.checkpoint import load_checkpoint, load_config
 from vae.cli import main
 from vae.conditioning import label_index, label_indices
 from vae.config import ModelConfig, model_config
-from vae.generate import decode, encode, relabel, sample
+from vae.generate import decode, encode, relabel, sample, start_code
+from vae.latents import (
+    SHRINK,
+    LatentStatsError,
+    label_gaussians,
+    load_latent_stats,
+    save_latent_stats,
+)
 from vae.model import VAE
 from vae.train import TrainingError, condition_labels, split_batch, train
 
@@ -156,6 +163,44 @@ def test_generation_takes_a_label(cond_run, tiny_store):
         decode(ck, z, "7")
 
 
+def test_label_gaussians_recover_each_labels_covariance():
+    """Codes drawn from two known Gaussians: each label's factor gives back its (shrunk) covariance."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.tensor([[2.0, 0.0, 0.0], [1.5, 0.5, 0.0], [0.0, 0.0, 0.3]])  # label "a": correlated axes
+    codes = torch.cat([torch.randn(4000, 3, generator=g) @ a.T, 5 + 0.1 * torch.randn(4000, 3, generator=g)])
+    labels = ["a"] * 4000 + ["b"] * 4000
+    chol = label_gaussians(codes, labels, ["a", "b"])  # (2, 3, 3)
+    want = a @ a.T
+    want = (1 - SHRINK) * want + SHRINK * torch.diag(torch.diag(want))
+    assert torch.allclose(chol[0] @ chol[0].T, want, atol=0.15)
+    assert torch.allclose(chol[1] @ chol[1].T, 0.01 * torch.eye(3), atol=0.002)
+    assert torch.equal(chol[0], torch.tril(chol[0]))
+
+
+def test_a_conditional_global_model_samples_from_its_labels_gaussian(cond_run):
+    """Asked for a label, sampling draws from that label's Gaussian in the latent statistics, not N(0, I)."""
+    ck, stats = load_checkpoint(cond_run), load_latent_stats(cond_run)
+    d = ck.model_cfg.latent_dim
+    assert stats.label_chol is not None and stats.label_chol.shape == (len(LABELS), d, d)
+    k = stats.label_names.index("2")
+    z = sample(ck, 4000, seed=0, label="2")  # (4000, D)
+    assert torch.allclose(z.mean(0), stats.label_means[k], atol=0.1 * float(stats.label_chol[k].diag().max()) + 0.01)
+    cov = torch.cov(z.T)
+    want = stats.label_chol[k] @ stats.label_chol[k].T
+    assert torch.allclose(cov, want, atol=0.1 * float(want.diag().max()) + 1e-3)
+    assert torch.equal(sample(ck, 3, temperature=0.0, seed=1, label="2"), stats.label_means[k].expand(3, -1))
+    assert torch.equal(sample(ck, 3, seed=4, label="0"), sample(ck, 3, seed=4, label="0"))
+    assert torch.allclose(start_code(ck, "prior", seed=4, label="0"), sample(ck, 1, seed=4, label="0")[0])
+
+
+def test_label_gaussians_of_the_wrong_shape_are_refused(cond_run, tmp_path):
+    stats = load_latent_stats(cond_run)
+    stats.label_chol = stats.label_chol[:, :-1]
+    save_latent_stats(tmp_path, stats)
+    with pytest.raises(LatentStatsError, match="label Gaussians of shape"):
+        load_latent_stats(tmp_path)
+
+
 def test_unconditional_model_refuses_a_label(tiny_ckpt):
     with pytest.raises(InputError, match="not conditioned on labels"):
         decode(tiny_ckpt, torch.zeros(1, 4), "1")
@@ -217,3 +262,13 @@ def test_onnx_export_refuses_a_conditional_model(cond_run, tmp_path):
 
     with pytest.raises(OnnxExportError, match="conditioned on labels"):
         export_onnx(cond_run, tmp_path / "onnx")
+
+
+def test_the_conditional_report_is_appended_to_benchmarks_md(tmp_path):
+    from benchmarks import run_all
+
+    assert run_all.conditional_section(tmp_path / "none.md") == ""
+    md = tmp_path / "conditional.md"
+    md.write_text("## Conditional generation\n\nbody\n")
+    assert run_all.conditional_section(md) == (
+        "\n# Conditional generation (`python -m benchmarks.bench_conditional`, not part of run_all)\n\nbody\n")

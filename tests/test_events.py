@@ -143,6 +143,8 @@ def test_every_training_parameter_reaches_the_train_verb():
     assert (a.data, a.output, a.arch, a.resume, a.threads) == ("/s", "/o", "study", True, 2)
     assert parsed_overrides(train_argv("/s", "/o", augment=False)) == {"augment": False}
     assert build_parser().parse_args(train_argv("/s", "/o")).threads is None
+    assert build_parser().parse_args(train_argv("/s", "/o", condition="label")).condition == "label"
+    assert build_parser().parse_args(train_argv("/s", "/o")).condition is None
     with pytest.raises(ConfigError, match=r"unknown training parameters: \['bogus'\]"):
         train_argv("/s", "/o", bogus=1)
 

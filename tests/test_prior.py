@@ -219,3 +219,51 @@ def test_bad_inputs_rejected():
     with pytest.raises(ValueError, match="latent_dim"):
         Prior(PriorConfig(latent_dim=0))
     assert PriorConfig.from_dict(small("conv").to_dict()) == small("conv")
+
+
+# ----- a conditional prior (a conditional VAE's codes still carry the label) ----------------------------
+
+
+def labelled(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """AR(1) sequences whose offset depends on a label in {0, 1, 2}: -2, 0 or +2 on every channel."""
+    y = torch.arange(n) % 3
+    return ar1(n, seed) + 2.0 * (y.float() - 1.0)[:, None, None], y
+
+
+@pytest.fixture(scope="module")
+def fitted_conditional() -> tuple[Prior, dict]:
+    z, y = labelled(300, seed=0)
+    return fit_prior(z, PriorConfig(latent_dim=D, hidden=32, n_labels=3), labels=y, steps=200, batch_size=32, seed=0)
+
+
+def test_a_conditional_prior_samples_each_labels_codes(fitted_conditional):
+    """Sampling for a label draws sequences around that label's offset, and the label lowers the NLL."""
+    prior, _ = fitted_conditional
+    means = [float(sample_prior(prior, 40, T, seed=k, label=k).mean() - OFFSET.mean()) for k in range(3)]
+    assert means[0] < -1.0 and abs(means[1]) < 1.0 and means[2] > 1.0, means
+    z, y = labelled(60, seed=5)
+    with torch.no_grad():  # the right label explains the codes better
+        assert float(nll(prior, z, y)) < float(nll(prior, z, (y + 1) % 3)) - 0.3
+    no_label = sample_prior(prior, 40, T, seed=0)  # the mean of the labels' vectors: between them
+    assert abs(float(no_label.mean() - OFFSET.mean())) < 1.5
+
+
+def test_a_conditional_prior_round_trips_and_checks_its_labels(fitted_conditional, tmp_path):
+    prior, _ = fitted_conditional
+    save_prior(tmp_path, prior)
+    back = load_prior(tmp_path)
+    assert back.cfg.n_labels == 3
+    assert torch.equal(sample_prior(back, 3, T, seed=1, label=2), sample_prior(prior, 3, T, seed=1, label=2))
+    z, y = labelled(10, seed=6)
+    with pytest.raises(PriorError, match=r"labels must be in \[0, 3\)"):
+        nll(prior, z, y + 3)
+    with pytest.raises(PriorError, match=r"labels must be in \[0, 3\)"):
+        sample_prior(prior, 2, T, label=3)
+    with pytest.raises(PriorError, match="give labels"):
+        fit_prior(z, prior.cfg, steps=1)
+    with pytest.raises(PriorError, match="unconditional prior"):
+        fit_prior(z, small(), labels=y, steps=1)
+    with pytest.raises(PriorError, match="not conditional"):
+        nll(fit_prior(z, small(), steps=1)[0], z, y)
+    with pytest.raises(ValueError, match="n_labels"):
+        PriorConfig(latent_dim=D, n_labels=-1).validate()

@@ -14,12 +14,13 @@ from preprocessing.audio import load_audio
 from vae import metrics
 from vae.checkpoint import load_checkpoint
 from vae.evaluate import evaluate
-from vae.generate import reconstruct_audio
+from vae.generate import reconstruct_audio, sample
 from vae.latents import MAX_SLIDERS, load_latent_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-SHIPPED = {"digits": SHARED / "fsdd" / "recordings", "music": SHARED / "music"}
+SHIPPED = {"digits": SHARED / "fsdd" / "recordings", "music": SHARED / "music",
+           "digits-conditioned": SHARED / "fsdd" / "recordings"}
 EXAMPLES = sorted((ROOT / "examples" / "digits").glob("*.wav"))
 
 _spec = importlib.util.spec_from_file_location("make_model_card", ROOT / "scripts" / "make_model_card.py")
@@ -47,7 +48,8 @@ def test_shipped_checkpoint_is_complete_and_small(name):
 # reach: spectrogram MSE as a share of the input spectrogram's variance (predicting its mean level
 # scores 1, random weights 2.5 to 4; digits reaches 0.12 to 0.23, music, trained on music, 0.5 to 0.63)
 # and the log-spectral distance with 16 seeded Griffin-Lim iterations (digits 7 to 8.5 dB, music 15 to 18).
-BOUNDS = {"digits": {"mse_share": 0.4, "lsd_db": 10.0}, "music": {"mse_share": 0.8, "lsd_db": 20.0}}
+BOUNDS = {"digits": {"mse_share": 0.4, "lsd_db": 10.0}, "music": {"mse_share": 0.8, "lsd_db": 20.0},
+          "digits-conditioned": {"mse_share": 0.4, "lsd_db": 10.0}}  # without a label: the mean of its labels'
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -70,7 +72,7 @@ def test_shipped_checkpoint_reconstructs_examples(name):
         recons.append(spec[0])
     torch.manual_seed(0)
     np.testing.assert_array_equal(reconstruct_audio(ck, wave, n_iter=16)[0], out)  # seeded: repeatable
-    if name == "digits":  # trained on speech: each reconstruction is nearer its own clip than the others
+    if name.startswith("digits"):  # trained on speech: each reconstruction is nearer its own clip than the others
         n = len(specs)
         mse = torch.stack([((recons[i] - specs[j]) ** 2).mean() for i in range(n) for j in range(n)]).reshape(n, n)
         others = mse[~torch.eye(n, dtype=torch.bool)].reshape(n, n - 1)
@@ -89,3 +91,16 @@ def test_model_card_matches_evaluate(name):
     for key in ("spectrogram_mse", "lsd_db", "spectral_convergence", "stoi"):
         if key in card:
             assert math.isclose(result[key], card[key], rel_tol=2e-3, abs_tol=2e-4), (key, result[key], card[key])
+
+
+def test_the_conditioned_digits_model_samples_each_digit_from_its_own_gaussian():
+    """checkpoints/digits-conditioned: every digit has a Gaussian of its codes, and sampling for a digit draws
+    from it (bench_conditional measures what the samples sound like: benchmarks/results/conditional.md)."""
+    d = ROOT / "checkpoints" / "digits-conditioned"
+    ck = load_checkpoint(d)
+    stats = load_latent_stats(d, ck.model_cfg.latent_shape)
+    digits = [str(i) for i in range(10)]
+    assert list(ck.model_cfg.labels) == digits and stats.label_names == digits
+    assert stats.label_chol is not None and stats.label_chol.shape == (10, 64, 64)
+    means = torch.stack([sample(ck, 400, seed=0, label=k).mean(0) for k in digits])  # (10, 64)
+    assert (torch.cdist(means, stats.label_means).argmin(1) == torch.arange(10)).all()

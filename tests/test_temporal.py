@@ -11,6 +11,7 @@ import torch
 from conftest import TINY, TRAIN_KW
 
 from preprocessing.config import ConfigError
+from preprocessing.errors import InputError
 from vae import generate
 from vae.checkpoint import Checkpoint, load_checkpoint
 from vae.config import ModelConfig, TrainConfig, model_config, train_config
@@ -297,3 +298,21 @@ def test_training_without_arch_uses_the_presets_choice(tiny_store, monkeypatch):
     cfg = train_module.resolve_configs(tiny_store)
     assert cfg.arch == "temporal" and cfg.model.kind == "temporal" and cfg.train.spectral_weight > 0
     assert train_module.resolve_configs(tiny_store, "default").model.kind == "global"  # --arch still rules
+
+
+def test_a_conditional_temporal_model_gets_a_conditional_prior(tiny_store, tmp_path):
+    """Its codes still carry the label, so its prior is p(z | label): sampling for a label draws from it."""
+    from vae.train import train
+
+    out = tmp_path / "run"
+    list(train(tiny_store.path, out, model_cfg=tiny_temporal(), condition="label", **{**TRAIN_KW, "epochs": 1}))
+    ck = load_checkpoint(out)
+    assert ck.prior is not None and ck.prior.cfg.n_labels == len(ck.model_cfg.labels) == 3
+    with torch.no_grad():
+        torch.nn.init.normal_(ck.prior.label.weight, std=1.0)  # one epoch: make sure the labels' vectors differ
+        torch.nn.init.normal_(ck.prior.out.weight, std=0.3)
+    a, b = generate.sample(ck, 2, seed=3, label="0"), generate.sample(ck, 2, seed=3, label="2")
+    assert a.shape == (2, 4, 16) and not torch.allclose(a, b)
+    torch.testing.assert_close(a, generate.sample(ck, 2, seed=3, label="0"))
+    with pytest.raises(InputError, match="unknown label '7'"):
+        generate.sample(ck, 1, label="7")

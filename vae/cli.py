@@ -72,9 +72,10 @@ TRAIN_FLAGS = {"time_limit_s": "--time-limit"}  # override -> flag, where the fl
 
 
 def train_argv(data: str | Path, output: str | Path, arch: str | None = None, resume: bool = False,
-               threads: int | None = None, **overrides: Any) -> list[str]:
+               threads: int | None = None, condition: str | None = None, **overrides: Any) -> list[str]:
     """The ``train`` verb's arguments (after ``python -m vae``) for a run with these training overrides
-    (:data:`vae.train.OVERRIDES`): what the app starts, so that it runs what a user would type."""
+    (:data:`vae.train.OVERRIDES`) and ``condition`` ("label": a conditional model): what the app starts, so
+    that it runs what a user would type."""
     unknown = sorted(set(overrides) - OVERRIDES)
     if unknown:
         raise ConfigError(f"unknown training parameters: {unknown}")
@@ -82,6 +83,7 @@ def train_argv(data: str | Path, output: str | Path, arch: str | None = None, re
     argv += ["--arch", arch] if arch else []
     argv += ["--resume"] if resume else []
     argv += ["--threads", str(int(threads))] if threads else []
+    argv += ["--condition", condition] if condition else []
     for key, value in overrides.items():
         flag = TRAIN_FLAGS.get(key, "--" + key.replace("_", "-"))
         if isinstance(value, bool):
@@ -186,7 +188,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     ck = load_checkpoint(a.checkpoint, pick_device(a.device))
     if a.label is not None:
         label_index(ck.model_cfg.labels, a.label)  # an unknown label, or a model without labels: refused first
-    z = sample(ck, a.count, a.temperature, a.seed)
+    z = sample(ck, a.count, a.temperature, a.seed, a.label)
     specs = decode(ck, z, a.label)
     out = Path(a.output)
     for i in tqdm(range(a.count), desc="sample", unit="clip", file=sys.stderr):

@@ -22,7 +22,8 @@ from preprocessing.errors import InputError
 from preprocessing.spectrogram import db_range, denormalise, log_spectrogram, normalise, to_audio
 
 from .checkpoint import Checkpoint
-from .conditioning import label_tensor
+from .conditioning import label_index, label_tensor
+from .latents import load_latent_stats, sample_label_gaussian
 
 
 def _labels(ck: Checkpoint, label: str | int | None, n: int) -> torch.Tensor | None:
@@ -115,15 +116,25 @@ def reconstruct(ck: Checkpoint, x: torch.Tensor | np.ndarray, joined: bool = Tru
     return decode(ck, encode(ck, x, label)[0], label)
 
 
-def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = None) -> torch.Tensor:
+def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = None,
+           label: str | int | None = None) -> torch.Tensor:
     """``n`` codes from the prior, (n, *latent_shape): a temporal model's learned prior over sequences
     when it has one (vae.prior; ``temperature`` scales each frame's deviation), else N(0, temperature^2 I).
-    A conditional model's prior is shared by its labels (its encoder sees the label, so its codes carry the
-    style, not the label): decode the codes with a label to ask for one (``decode(ck, z, label)``)."""
+
+    A conditional model samples the codes of clips of ``label`` (None: no label in particular): from its
+    learned prior, which is conditional too, or, for global codes, from the label's Gaussian in its latent
+    statistics (vae.latents.label_gaussians) when they have one. Decode them with the same label
+    (``decode(ck, z, label)``)."""
+    row = None if label is None else label_index(ck.model_cfg.labels, label)  # an unknown label: refused here
+    if row is not None and ck.prior is None and ck.path is not None:
+        stats = load_latent_stats(ck.path, ck.model_cfg.latent_shape)
+        if stats is not None and stats.label_chol is not None and str(label) in stats.label_names:
+            return sample_label_gaussian(stats, str(label), n, temperature, seed)
     if ck.prior is not None:
         from .prior import sample_prior
 
-        return sample_prior(ck.prior, n, ck.model_cfg.latent_shape[1], temperature, seed).cpu()
+        row = row if ck.prior.cfg.n_labels else None  # a prior fitted before priors took labels: shared by them
+        return sample_prior(ck.prior, n, ck.model_cfg.latent_shape[1], temperature, seed, label=row).cpu()
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     return torch.randn(n, *ck.model_cfg.latent_shape, generator=g) * temperature
 
@@ -249,7 +260,7 @@ def start_code(ck: Checkpoint, kind: str, *, temperature: float = 1.0, seed: int
     if kind == "prior":
         if not temperature > 0:
             raise InputError(f"temperature must be positive, got {temperature}")
-        return sample(ck, 1, temperature, seed)[0]
+        return sample(ck, 1, temperature, seed, label)[0]
     if kind == "clip":
         if wave is None:
             raise InputError("no clip to start from: pick an example, upload a file or click the map")

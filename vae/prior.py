@@ -8,7 +8,10 @@ nothing from the VAE code.
 
 The model: each frame t gets a diagonal Gaussian (mean, log-variance) given the frames before it,
 the first one given a learned start vector; ``kind="gru"`` reads the past with a GRU over frames,
-``kind="conv"`` with a causal dilated Conv1d stack (WaveNet-style gated residual blocks). It models
+``kind="conv"`` with a causal dilated Conv1d stack (WaveNet-style gated residual blocks). A prior for a
+conditional model (``n_labels`` > 0) is conditional too, p(z | label): a learned label vector is added
+to every frame's input, so that sampling for label d draws codes of clips of d (the codes of a
+conditional VAE still carry the label; a prior shared by the labels drew any label). It models
 the sequence standardised per channel with the training data's mean and std (stored as buffers),
 so :func:`sample_prior` returns latents in the VAE's own scale and :func:`nll` is in that scale too.
 
@@ -45,6 +48,7 @@ PriorKind = Literal["gru", "conv"]
 PRIOR_KINDS: tuple[str, ...] = typing.get_args(PriorKind)
 LOGVAR_MIN, LOGVAR_MAX = -9.0, 3.0  # of a standardised frame: std 0.011 .. 4.5 data std
 MAX_SAMPLES, MAX_LENGTH = 64, 4096  # bounds of one sample_prior call
+MAX_LABELS = 4096  # labels a conditional prior knows (as vae.config bounds a model's vocabulary)
 STD_FLOOR = 1e-6  # a constant channel is standardised with this std instead of 0
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -59,7 +63,7 @@ class PriorConfig(DictConfig):
 
     ``kind="gru"``: ``n_layers`` stacked GRUs of ``hidden`` units (context: every earlier frame).
     ``kind="conv"``: ``n_layers`` gated causal conv blocks of ``hidden`` channels, dilations 1, 2, 4, ...
-    (context: :attr:`receptive_field` frames).
+    (context: :attr:`receptive_field` frames). ``n_labels`` > 0: conditional on a label in [0, n_labels).
     """
 
     what: ClassVar[str] = "prior"
@@ -70,9 +74,11 @@ class PriorConfig(DictConfig):
     n_layers: int = 1
     kind: PriorKind = "gru"
     kernel: int = 3  # conv only: taps per causal conv
+    n_labels: int = 0  # 0: unconditional
 
     def validate(self) -> PriorConfig:
-        for name, lo, hi in (("latent_dim", 1, 4096), ("hidden", 1, 4096), ("n_layers", 1, 16), ("kernel", 2, 16)):
+        for name, lo, hi in (("latent_dim", 1, 4096), ("hidden", 1, 4096), ("n_layers", 1, 16), ("kernel", 2, 16),
+                             ("n_labels", 0, MAX_LABELS)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ConfigError(f"prior {name} must be an integer in [{lo}, {hi}], got {v!r}")
@@ -101,7 +107,8 @@ class CausalBlock(nn.Module):
 
 
 class Prior(nn.Module):
-    """p(z) = prod_t N(z_t; mean_t, diag exp(logvar_t)) with (mean_t, logvar_t) a function of z_<t.
+    """p(z) = prod_t N(z_t; mean_t, diag exp(logvar_t)) with (mean_t, logvar_t) a function of z_<t
+    (and of the label y, for a conditional prior: p(z | y)).
 
     ``mean`` and ``std`` (buffers, (D,)) standardise the data; the network sees and predicts
     standardised frames. ``info`` holds the training summary that :func:`save_prior` writes.
@@ -115,6 +122,8 @@ class Prior(nn.Module):
         self.register_buffer("std", torch.ones(d))
         self.start = nn.Parameter(torch.zeros(d))  # stands in for the frame before the first
         self.inp = nn.Linear(d, h)
+        # a conditional prior: each label's vector is added to every frame's input (no label: their mean)
+        self.label = nn.Embedding(cfg.n_labels, h) if cfg.n_labels else None
         if cfg.kind == "gru":
             self.rnn = nn.GRU(h, h, cfg.n_layers, batch_first=True)
         else:
@@ -132,18 +141,40 @@ class Prior(nn.Module):
         mu, logvar = self.out(h).chunk(2, dim=-1)  # (..., D) each
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardised u (B, D, T) -> mean, logvar (B, D, T) of each frame given the frames before it."""
+    def condition(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """The input offset (n, H) for labels (n,) long, their mean with None; None for an unconditional prior."""
+        if self.label is None:
+            if labels is not None:
+                raise PriorError("this prior is not conditional: it takes no labels")
+            return None
+        if labels is None:
+            return self.label.weight.mean(0).expand(n, -1)  # "no label in particular", as the VAE's decoder
+        labels = torch.as_tensor(labels)
+        if labels.shape != (n,) or labels.dtype != torch.long:
+            raise PriorError(f"labels must be ({n},) long, got {tuple(labels.shape)} {labels.dtype}")
+        lo, hi = (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
+        if not 0 <= lo <= hi < self.cfg.n_labels:
+            raise PriorError(f"labels must be in [0, {self.cfg.n_labels}), got {lo}..{hi}")
+        return self.label(labels.to(self.label.weight.device))  # (n, H)
+
+    def forward(self, u: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised u (B, D, T) (and labels (B,) long) -> mean, logvar (B, D, T) of each frame given the frames
+        before it."""
         prev = torch.cat([self.start[:, None].expand(len(u), -1, 1), u[:, :, :-1]], dim=2)  # (B, D, T): shifted by one
         x = self.inp(prev.transpose(1, 2))  # (B, T, H)
+        c = self.condition(labels, len(u))
+        if c is not None:
+            x = x + c[:, None]
         h = self.rnn(x)[0] if self.cfg.kind == "gru" else self.blocks(x.transpose(1, 2)).transpose(1, 2)
         mu, logvar = self._head(h)  # (B, T, D) each
         return mu.transpose(1, 2), logvar.transpose(1, 2)
 
-    def step(self, prev: torch.Tensor, state: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """One frame of ancestral sampling: the previous standardised frame (B, D) and the state -> mean,
-        logvar (B, D) of the next frame and the new state (GRU: hidden (L, B, H); conv: the last inputs)."""
-        x = self.inp(prev)  # (B, H)
+    def step(self, prev: torch.Tensor, state: Any, cond: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """One frame of ancestral sampling: the previous standardised frame (B, D), the state and the label's
+        offset (B, H) from :meth:`condition` -> mean, logvar (B, D) of the next frame and the new state (GRU:
+        hidden (L, B, H); conv: the last inputs)."""
+        x = self.inp(prev) if cond is None else self.inp(prev) + cond  # (B, H)
         if self.cfg.kind == "gru":
             h, state = self.rnn(x[:, None], state)  # (B, 1, H)
             return (*self._head(h[:, 0]), state)
@@ -172,14 +203,15 @@ def _check_sequences(z: Any, what: str, latent_dim: int | None = None) -> torch.
     return z
 
 
-def nll(prior: Prior, z: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood per element, in nats, of latents z (B, D, T) in the VAE's scale.
+def nll(prior: Prior, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean negative log-likelihood per element, in nats, of latents z (B, D, T) in the VAE's scale (given
+    their labels (B,) long, for a conditional prior).
 
     Differentiable (training uses it). Compare with :func:`standard_normal_nll`, the i.i.d. N(0, 1) prior.
     """
     z = _check_sequences(z, "z", prior.latent_dim).to(prior.std.device)
     u = (z - prior.mean[:, None]) / prior.std[:, None]  # (B, D, T) standardised
-    mu, logvar = prior(u)  # (B, D, T) each
+    mu, logvar = prior(u, labels)  # (B, D, T) each
     per = HALF_LOG_2PI + 0.5 * logvar + 0.5 * (u - mu) ** 2 * torch.exp(-logvar)
     return per.mean() + torch.log(prior.std).mean()  # + log |d u / d z|: back to z's scale
 
@@ -202,6 +234,23 @@ def _initial_prior(cfg: PriorConfig, train: torch.Tensor, seed: int) -> Prior:
     return prior
 
 
+def _check_labels(labels: Any, cfg: PriorConfig, n: int) -> torch.Tensor | None:
+    """Labels (n,) long in [0, n_labels) for a conditional prior's fit, None for an unconditional one."""
+    if not cfg.n_labels:
+        if labels is not None:
+            raise PriorError("labels given for an unconditional prior (PriorConfig.n_labels is 0)")
+        return None
+    if labels is None:
+        raise PriorError(f"a conditional prior (n_labels={cfg.n_labels}) is fitted on labelled latents: give labels")
+    labels = torch.as_tensor(labels)
+    if labels.shape != (n,) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise PriorError(f"labels must be ({n},) integers, got {tuple(labels.shape)} {labels.dtype}")
+    labels = labels.long().cpu()
+    if not 0 <= int(labels.min()) <= int(labels.max()) < cfg.n_labels:
+        raise PriorError(f"labels must be in [0, {cfg.n_labels}), got {int(labels.min())}..{int(labels.max())}")
+    return labels
+
+
 def _check_fit(z: torch.Tensor, cfg: PriorConfig, steps: int, batch_size: int, lr: float, val_fraction: float,
                time_limit_s: float | None) -> torch.Tensor:
     """:func:`fit_prior`'s arguments checked (a :class:`PriorError` saying which is wrong); z on the CPU."""
@@ -222,10 +271,12 @@ def _check_fit(z: torch.Tensor, cfg: PriorConfig, steps: int, batch_size: int, l
 
 
 def fit_prior(
-    z: torch.Tensor, cfg: PriorConfig, *, steps: int = 300, batch_size: int = 64, lr: float = 3e-3,
-    seed: int = 0, val_fraction: float = 0.1, time_limit_s: float | None = None, progress: ProgressFn | None = None,
+    z: torch.Tensor, cfg: PriorConfig, *, labels: torch.Tensor | None = None, steps: int = 300, batch_size: int = 64,
+    lr: float = 3e-3, seed: int = 0, val_fraction: float = 0.1, time_limit_s: float | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[Prior, dict[str, Any]]:
-    """Fit a prior to latent sequences z (N, D, T); returns it (on the CPU, eval mode) and its history.
+    """Fit a prior to latent sequences z (N, D, T) (with their labels (N,), for a conditional ``cfg``); returns
+    it (on the CPU, eval mode) and its history.
 
     A seeded ``val_fraction`` of the sequences (at least one) is held out; Adam with cosine decay for
     ``steps`` minibatches, or until ``time_limit_s`` seconds; the weights with the best validation NLL are
@@ -237,12 +288,14 @@ def fit_prior(
     """
     cfg = cfg.validate()
     z = _check_fit(z, cfg, steps, batch_size, lr, val_fraction, time_limit_s)
+    y = _check_labels(labels, cfg, len(z))
     n = len(z)
     t0 = time.monotonic()
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g)
     n_val = min(n - 1, max(1, round(val_fraction * n)))
     train, val = z[order[n_val:]], z[order[:n_val]]  # (N - n_val, D, T), (n_val, D, T)
+    y_train, y_val = (None, None) if y is None else (y[order[n_val:]], y[order[:n_val]])  # (N - n_val,), (n_val,)
     eval_every = max(1, min(50, steps // 10))
     prior = _initial_prior(cfg, train, seed)
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
@@ -251,7 +304,8 @@ def fit_prior(
     def validate() -> float:
         prior.eval()
         with torch.no_grad():
-            v = sum(float(nll(prior, chunk)) * len(chunk) for chunk in val.split(256))
+            ys = [None] * len(val.split(256)) if y_val is None else y_val.split(256)
+            v = sum(float(nll(prior, chunk, yc)) * len(chunk) for chunk, yc in zip(val.split(256), ys, strict=True))
         prior.train()
         return v / n_val
 
@@ -263,7 +317,7 @@ def fit_prior(
             stopped = "time limit"
             break
         idx = torch.randint(len(train), (min(batch_size, len(train)),), generator=g)
-        loss = nll(prior, train[idx])
+        loss = nll(prior, train[idx], None if y_train is None else y_train[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
@@ -294,8 +348,10 @@ def fit_prior(
 
 
 @torch.no_grad()
-def sample_prior(prior: Prior, n: int, length: int, temperature: float = 1.0, seed: int | None = None) -> torch.Tensor:
-    """``n`` latent sequences (n, D, length) in the VAE's scale, drawn frame by frame.
+def sample_prior(prior: Prior, n: int, length: int, temperature: float = 1.0, seed: int | None = None,
+                 label: int | None = None) -> torch.Tensor:
+    """``n`` latent sequences (n, D, length) in the VAE's scale, drawn frame by frame (a conditional prior's
+    given the label row ``label``; None: the mean of its labels' vectors).
 
     Each frame's deviation from its predicted mean is scaled by ``temperature`` (0: the most likely
     path given the first frame's mean). Noise comes from a generator seeded with ``seed`` (a fresh
@@ -316,9 +372,10 @@ def sample_prior(prior: Prior, n: int, length: int, temperature: float = 1.0, se
     prior.eval()
     device = prior.std.device
     noise = torch.randn(length, n, prior.latent_dim, generator=g).to(device)  # (length, n, D)
+    cond = prior.condition(None if label is None else torch.full((n,), int(label), dtype=torch.long), n)  # (n, H)
     prev, state, frames = prior.start.expand(n, -1), None, []
     for t in range(length):
-        mu, logvar, state = prior.step(prev, state)  # (n, D) each
+        mu, logvar, state = prior.step(prev, state, cond)  # (n, D) each
         prev = mu + temperature * torch.exp(0.5 * logvar) * noise[t]  # (n, D) standardised
         frames.append(prev)
     prior.train(was_training)

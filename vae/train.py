@@ -467,8 +467,12 @@ def _save_stats(output: Path, store: Store, indices: list[int], device: torch.de
         from .prior import PriorConfig, fit_prior, save_prior
 
         picked = subsample(indices, max(2, MAX_PRIOR_NUMBERS // math.prod(best.model_cfg.latent_shape)))
-        codes = encode_indices(best.model, store.rows, picked, labels=_clip_labels(best.model_cfg, store, picked))
-        prior, _ = fit_prior(codes, PriorConfig(latent_dim=best.model_cfg.latent_dim), time_limit_s=PRIOR_TIME_S[end])
+        labels = _clip_labels(best.model_cfg, store, picked)
+        codes = encode_indices(best.model, store.rows, picked, labels=labels)
+        # a conditional model's prior is conditional too: its codes still carry the label (vae.prior)
+        cfg = PriorConfig(latent_dim=best.model_cfg.latent_dim, n_labels=best.model_cfg.n_labels)
+        prior, _ = fit_prior(codes, cfg, labels=None if labels is None else torch.from_numpy(labels),
+                             time_limit_s=PRIOR_TIME_S[end])
         save_prior(output, prior)
 
 

@@ -230,7 +230,7 @@ class ExploreTab:
             clip = from_file(example if kind == "example" else upload, ck.spec.sample_rate, min_samples=ck.spec.n_fft)
             z = start_code(ck, "clip", wave=clip.wave, sample_rate=clip.sample_rate, label=label)
             return self._go_to(ck, stats, z, phase, n_iter, f"Starting from {clip.name}", label=label)
-        z = start_code(ck, kind, temperature=float(temperature))
+        z = start_code(ck, kind, temperature=float(temperature), label=label)
         title = "Origin" if kind == "origin" else f"Prior sample (temperature {float(temperature):g})"
         return self._go_to(ck, stats, z, phase, n_iter, title, origin=kind == "origin", label=label)
 

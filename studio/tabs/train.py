@@ -95,6 +95,9 @@ class TrainTab:
                                 info="higher: smoother latent space, blurrier sound")
             devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
             self.device = gr.Dropdown(devices, value="auto", label="Device")
+        self.condition = gr.Checkbox(False, label="Condition on labels",
+                                     info="the model also takes each clip's label (the digit, the style folder), so "
+                                          "that Explore and `sample --label` can ask for one (a new run only)")
         # torchrun's processes: DDP, each taking its slice of every batch (vae.distributed)
         self.processes = gr.Number(1, label="Processes (torchrun)", precision=0, minimum=1,
                                    visible=torchrun_available(),
@@ -123,7 +126,7 @@ class TrainTab:
         hyper = [self.epochs, self.batch, self.lr, self.kl, self.device, self.processes]
         self.start.click(friendly(self.start_training),
                          [self.store, self.arch, self.name, self.epochs, self.batch, self.lr, self.latent, self.kl,
-                          self.device, self.processes],
+                          self.device, self.processes, self.condition],
                          self.progress, api_name="start_training")
         self.stop.click(friendly(self.stop_training), None, self.stop, api_name="stop_training")
         self.resume.click(friendly(self.resume_training), [self.runs, *hyper], self.progress,
@@ -151,14 +154,15 @@ class TrainTab:
                 self.kl: d["kl"]}
 
     def start_training(self, store: str | None, arch: str, run_name: str, epochs: float, batch_size: float,
-                       lr: float, latent_dim: float, kl_weight: float, device: str, processes: float = 1) -> str:
+                       lr: float, latent_dim: float, kl_weight: float, device: str, processes: float = 1,
+                       condition: bool = False) -> str:
         if not store:
             raise InputError("pick a dataset store first (build one in the Dataset tab)")
         name = (run_name or "").strip() or f"{Path(store).name}-{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
         output = self.ws.new_run_dir(name)
         state = self.jobs.start(store, output, arch=arch, processes=int(processes or 1), epochs=int(epochs),
                                 batch_size=int(batch_size), lr=float(lr), latent_dim=int(latent_dim),
-                                kl_weight=float(kl_weight), device=device)
+                                kl_weight=float(kl_weight), device=device, condition="label" if condition else None)
         gr.Info(f"Training {state.run} started in the background; the rest of the app stays usable.")
         return plots.progress_html(state.fraction, state.progress_text())
 

@@ -473,3 +473,19 @@ def test_a_new_store_shows_up_in_every_store_picker(tmp_path, fsdd_dir, trained)
     assert [v for _, v in out[app.reconstruct.source]["choices"]] == ["example", "store", "random", "upload"]
     assert out[app.reconstruct.source]["value"] == "example"
     assert "No dataset store" not in out[app.notes_md]
+
+
+def test_condition_on_labels_reaches_the_job(studio, monkeypatch):
+    """The Train tab's "Condition on labels" asks the job manager for --condition label (off: no condition)."""
+    tr, seen = studio.train, []
+
+    def start(data, output, **kwargs):
+        seen.append(kwargs.get("condition"))
+        raise InputError("stop here")
+
+    monkeypatch.setattr(tr.jobs, "start", start)
+    store = str(studio.ws.stores_dir / "any")
+    for condition in (True, False):
+        with pytest.raises(InputError, match="stop here"):
+            tr.start_training(store, "default", "", 1, 8, 1e-3, 2, 1.0, "cpu", 1, condition)
+    assert seen == ["label", None]

@@ -67,3 +67,24 @@ def test_interpolation_decodes_every_step_as_the_label(cond_studio, monkeypatch)
     ex.interpolate(ckpt, "origin", "prior", 3, "zero", 1, "1")
     ex.interpolate(ckpt, "origin", "prior", 3, "zero", 1)
     assert seen == ["1", None]
+
+
+def test_a_prior_sample_with_a_label_comes_from_that_labels_gaussian(cond_studio, monkeypatch):
+    """"Random sample from the prior" with a label picked draws the code from the label's Gaussian."""
+    ex, ckpt = cond_studio.explore, cond_studio.initial_checkpoint
+    _, stats, _ = ex.studio.model(ckpt)
+    codes = []
+    real = generate.render
+
+    def render(ck, z, *args, **kwargs):
+        codes.append(z.clone())
+        return real(ck, z, *args, **kwargs)
+
+    monkeypatch.setattr("studio.tabs.explore.render", render)
+    k = stats.label_names.index("2")
+    for _ in range(40):
+        ex.start_point(ckpt, "prior", None, None, 0.05, "zero", 1, "2")
+    z = torch.stack(codes)  # (40, D); temperature 0.05: close to the label's mean, nearer it than to the others'
+    assert float((z - stats.label_means[k]).abs().max()) < 0.05 * 6 * float(stats.label_chol[k].norm(dim=1).max())
+    dist = torch.cdist(z.mean(0, keepdim=True), stats.label_means)[0]  # (L,)
+    assert int(dist.argmin()) == k

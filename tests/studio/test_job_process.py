@@ -206,3 +206,12 @@ def test_a_run_on_two_processes_trains_through_torchrun(tiny_store, runs):
     meta = load_config(runs / "ddp").meta
     assert (meta["processes"], meta["global_batch"]) == (2, KW["batch_size"])
     assert [h["epoch"] for h in s.history] == [1, 2] == [h["epoch"] for h in meta["history"]]
+
+
+def test_a_conditioned_run_in_its_own_process(tiny_store, runs):
+    """The Train tab's "Condition on labels" reaches the training process as --condition label."""
+    jobs = new_jobs()
+    jobs.start(tiny_store.path, runs / "cond", epochs=1, condition="label", **KW)
+    s = jobs.wait(120)
+    assert s.status == "done", s.error
+    assert load_config(runs / "cond").model_cfg.labels == ("0", "1", "2")
