@@ -256,12 +256,31 @@ def test_bench_conditional_quick(cond_run, tiny_store, tmp_path):
     assert "held-out accuracy" in md and json.loads((tmp_path / "conditional.json").read_text())["quick"]
 
 
-def test_onnx_export_refuses_a_conditional_model(cond_run, tmp_path):
+@pytest.mark.parametrize("which", ["tiny", "shipped"])
+def test_onnx_export_of_a_conditional_model_takes_the_label(cond_run, tmp_path, which):
+    """Both graphs take a label input, onnxruntime matches PyTorch with labels, and sound_vae.json lists the
+    vocabulary and each label's Gaussian (tiny: a 2-epoch run; shipped: checkpoints/digits-conditioned)."""
     pytest.importorskip("onnx")
-    from vae.onnx_export import OnnxExportError, export_onnx
+    ort = pytest.importorskip("onnxruntime")
+    from vae.onnx_export import CONFIG, DECODER, TOLERANCE, compare_onnx, export_onnx
 
-    with pytest.raises(OnnxExportError, match="conditioned on labels"):
-        export_onnx(cond_run, tmp_path / "onnx")
+    src = cond_run if which == "tiny" else Path(__file__).resolve().parents[1] / "checkpoints" / "digits-conditioned"
+    ck = load_checkpoint(src)
+    out = export_onnx(src, tmp_path / "onnx")
+    err = compare_onnx(ck, out)
+    assert max(err.values()) <= TOLERANCE, err
+    doc = json.loads((out / CONFIG).read_text())
+    stats = load_latent_stats(src)
+    assert doc["labels"]["vocabulary"] == list(ck.model_cfg.labels)
+    assert np.allclose(doc["labels"]["gaussians"]["chol"], stats.label_chol.numpy(), atol=1e-6)
+    dec = ort.InferenceSession(str(out / DECODER), providers=["CPUExecutionProvider"])
+    assert [i.name for i in dec.get_inputs()] == ["z", "label"]
+    assert doc["decoder"]["shapes"]["label"] == doc["encoder"]["shapes"]["label"] == ["batch"]
+    z = np.zeros((2, ck.model_cfg.latent_dim), dtype="f4")
+    a, b = (dec.run(None, {"z": z, "label": np.array([k, k], dtype="i8")})[0] for k in (0, 2))
+    assert not np.allclose(a, b)  # the label reaches the decoder
+    want = decode(ck, torch.from_numpy(z), ck.model_cfg.labels[2]).numpy()
+    assert np.abs(b - want).max() <= TOLERANCE
 
 
 def test_the_conditional_report_is_appended_to_benchmarks_md(tmp_path):

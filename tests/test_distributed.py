@@ -86,3 +86,18 @@ def test_a_stop_asked_by_one_rank_at_an_epoch_end_stops_all(tiny_store, tmp_path
     state = read_config(tmp_path / "run" / "last")["meta"]
     assert (state["epoch"], state["step"]) == (1, 0) and len(state["history"]) == 1
 
+
+
+@pytest.mark.slow
+def test_a_conditional_model_trains_across_processes_as_in_one(tiny_store, tmp_path):
+    """Each rank's slice of a batch carries its own clips' labels: the losses match one process's (a label
+    paired with another clip would change them) and the model keeps its vocabulary."""
+    for name, processes in (("one", 1), ("two", 2)):
+        _train(tiny_store.path, tmp_path / name, tmp_path / f"{name}.log", processes, "--epochs", "2",
+               "--condition", "label")
+    one, two = (read_config(tmp_path / r) for r in ("one", "two"))
+    assert one["model"]["labels"] == two["model"]["labels"] == ["0", "1", "2"]
+    for a, b in zip(one["meta"]["history"], two["meta"]["history"], strict=True):
+        assert b["train"]["loss"] == pytest.approx(a["train"]["loss"], rel=RTOL), a["epoch"]
+        assert b["val"]["loss"] == pytest.approx(a["val"]["loss"], rel=RTOL), a["epoch"]
+    assert load_checkpoint(tmp_path / "two").prior.cfg.n_labels == 3  # temporal: its prior is conditional too

@@ -61,7 +61,7 @@ def _with_label(h: torch.Tensor, emb: LabelEmbedding | None, labels: torch.Tenso
     """(B, C) or (B, C, T) -> (B, C + E) or (B, C + E, T): the label's vector appended (over every frame)."""
     if emb is None:
         return h
-    e = emb(labels, len(h)).to(h.dtype)  # (B, E)
+    e = emb(labels, h.shape[0]).to(h.dtype)  # (B, E); not len(h), which torch.export fixes to the example's B
     if h.dim() == 3:
         e = e[:, :, None].expand(-1, -1, h.shape[-1])  # (B, E, T)
     return torch.cat([h, e], dim=1)

@@ -6,6 +6,10 @@ The graphs (float32, opset :data:`OPSET`)::
     encoder.onnx  spectrogram (B, F, T) in [0, 1]  ->  mu (B, *latent), logvar (B, *latent)
     decoder.onnx  z (B, *latent)                   ->  spectrogram (B, F, T) in [0, 1]
 
+A conditional model's graphs (``ModelConfig.labels``) take a second input, ``label`` (B,) int64: each
+clip's or code's row in the label vocabulary that ``sound_vae.json`` lists (with each label's Gaussian of
+codes, for sampling a label, when the latent statistics hold them).
+
 ``latent`` is (D,) for a global model, whose T is fixed at the clip's ``n_frames``; a temporal model's is
 (D, frames) with T = r * frames for any frames >= 1 (r = ``ModelConfig.time_ratio``: its strided convolutions
 shorten time r-fold, so a spectrogram's T must be a multiple of r). B is dynamic in both graphs, and so is
@@ -50,25 +54,27 @@ class OnnxExportError(UserError):
 
 
 class EncoderGraph(nn.Module):
-    """The exported encoder: spectrograms (B, F, T) in [0, 1] -> (mu, logvar), each (B, *latent)."""
+    """The exported encoder: spectrograms (B, F, T) in [0, 1] (and labels (B,) int64 for a conditional model)
+    -> (mu, logvar), each (B, *latent)."""
 
     def __init__(self, model: VAE):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode(x.unsqueeze(1))
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encode(x.unsqueeze(1), label)
 
 
 class DecoderGraph(nn.Module):
-    """The exported decoder: codes z (B, *latent) -> spectrograms (B, F, T) in [0, 1] (sigmoid included)."""
+    """The exported decoder: codes z (B, *latent) (and labels (B,) int64 for a conditional model) ->
+    spectrograms (B, F, T) in [0, 1] (sigmoid included)."""
 
     def __init__(self, model: VAE):
         super().__init__()
         self.model = model
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(z)[:, 0]
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.decode(z, label)[:, 0]
 
 
 def require_onnx() -> None:
@@ -99,6 +105,9 @@ def _quiet() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+            # a conditional model's two inputs share the batch axis, which the exporter names once: as wanted
+            warnings.filterwarnings("ignore", message=".*shares the same shape constraints with another axis",
+                                    category=UserWarning)
             yield
     finally:
         log.setLevel(level)
@@ -115,16 +124,20 @@ def graph_shapes(model_proto: Any) -> dict[str, list[int | str]]:
 
 
 def _export(module: nn.Module, example: torch.Tensor, input_name: str, output_names: list[str],
-            dims: dict[int, Any], axis_names: dict[str, dict[int, str]]) -> bytes:
+            dims: dict[int, Any], axis_names: dict[str, dict[int, str]], label: torch.Tensor | None = None) -> bytes:
     """``module`` as a serialised ONNX model, with ``dims`` (axis -> torch.export.Dim) dynamic in its input
-    and the graph's axes named by ``axis_names`` (value -> axis -> name)."""
+    and the graph's axes named by ``axis_names`` (value -> axis -> name). ``label``: an example of a
+    conditional model's labels (B,), a second input ``label`` with the same batch axis."""
+    examples, names, shapes = (example,), [input_name], (dims,)
+    if label is not None:
+        examples, names, shapes = (example, label), [input_name, "label"], (dims, {0: dims[0]})
+        axis_names = {**axis_names, "label": {0: "batch"}}
     # The dynamo exporter (torch.export + onnxscript, torch.onnx's default since 2.9). The legacy TorchScript
     # exporter (dynamo=False) exports both architectures too, to the same ~1e-6 and several times faster, but it
     # is deprecated (a DeprecationWarning in torch 2.11) and would leave this module on a path PyTorch removes.
     with _quiet():
-        program = torch.onnx.export(module.eval(), (example,), None, dynamo=True, verbose=False, opset_version=OPSET,
-                                    input_names=[input_name], output_names=output_names,
-                                    dynamic_shapes=(dims,))
+        program = torch.onnx.export(module.eval(), examples, None, dynamo=True, verbose=False, opset_version=OPSET,
+                                    input_names=names, output_names=output_names, dynamic_shapes=shapes)
     graph = program.model.graph
     values = {v.name: v for v in (*graph.inputs, *graph.outputs)}
     renames = {}
@@ -144,6 +157,7 @@ def onnx_graphs(ck: Checkpoint) -> dict[str, bytes]:
     model, cfg, dev = ck.model.eval(), ck.model_cfg, ck.device
     f = cfg.n_freq
     batch = torch.export.Dim("batch", min=1)
+    y = torch.arange(2, device=dev) % cfg.n_labels if cfg.labels else None  # (2,) a conditional model's labels
     if cfg.kind == "temporal":
         # examples of 2 or more: torch.export would fix an axis whose example is 1 to that size
         r, n, frames = cfg.time_ratio, max(2, cfg.latent_shape[1]), torch.export.Dim("frames", min=1)
@@ -151,15 +165,15 @@ def onnx_graphs(ck: Checkpoint) -> dict[str, bytes]:
         z, x = torch.randn(2, cfg.latent_dim, n, device=dev), torch.rand(2, f, r * n, device=dev)
         enc = _export(EncoderGraph(model), x, "spectrogram", ["mu", "logvar"], {0: batch, 2: time_dim},
                       {"spectrogram": {0: "batch", 2: time}, "mu": {0: "batch", 2: "frames"},
-                       "logvar": {0: "batch", 2: "frames"}})
+                       "logvar": {0: "batch", 2: "frames"}}, y)
         dec = _export(DecoderGraph(model), z, "z", ["spectrogram"], {0: batch, 2: frames},
-                      {"z": {0: "batch", 2: "frames"}, "spectrogram": {0: "batch", 2: time}})
+                      {"z": {0: "batch", 2: "frames"}, "spectrogram": {0: "batch", 2: time}}, y)
     else:
         z, x = torch.randn(2, cfg.latent_dim, device=dev), torch.rand(2, f, cfg.n_frames, device=dev)
         enc = _export(EncoderGraph(model), x, "spectrogram", ["mu", "logvar"], {0: batch},
-                      {"spectrogram": {0: "batch"}, "mu": {0: "batch"}, "logvar": {0: "batch"}})
+                      {"spectrogram": {0: "batch"}, "mu": {0: "batch"}, "logvar": {0: "batch"}}, y)
         dec = _export(DecoderGraph(model), z, "z", ["spectrogram"], {0: batch}, {"z": {0: "batch"},
-                                                                                "spectrogram": {0: "batch"}})
+                                                                                "spectrogram": {0: "batch"}}, y)
     return {ENCODER: enc, DECODER: dec}
 
 
@@ -247,7 +261,26 @@ def host_config(ck: Checkpoint, stats: LatentStats, stats_source: str,
                      ("; the checkpoint's learned prior over sequences is not exported" if ck.prior is not None
                       else ""),
         },
+        "labels": _labels(ck, stats),
     }
+
+
+def _labels(ck: Checkpoint, stats: LatentStats) -> dict[str, Any] | None:
+    """A conditional model's label input: its vocabulary and, when the statistics hold them, each label's
+    Gaussian of codes (what ``sample --label`` draws from); None for a model without labels."""
+    labels = list(ck.model_cfg.labels)
+    if not labels:
+        return None
+    out: dict[str, Any] = {
+        "vocabulary": labels,
+        "input": "label: (batch,) int64 in both graphs, each clip's or code's row in vocabulary",
+    }
+    if stats.label_chol is not None and stats.label_names == labels:
+        out["gaussians"] = {
+            "rule": "a code of label k = means[k] + temperature * chol[k] @ e, e ~ N(0, I) (D numbers)",
+            "means": _numbers(stats.label_means), "chol": _numbers(stats.label_chol),
+        }
+    return out
 
 
 def _named(stats: LatentStats) -> list[dict[str, Any]]:
@@ -290,16 +323,14 @@ def export_onnx(source: str | Path, output: str | Path) -> Path:
     ck = load_checkpoint(source)
     if output.resolve() == source.resolve():
         raise CheckpointError(f"export needs an output folder other than its source ({source})")
-    if ck.model_cfg.labels:  # its graphs would need a label input; they would silently use the mean label
-        raise OnnxExportError(f"{source} is conditioned on labels, which the ONNX export does not support yet; "
-                              "export it with --format checkpoint")
     return commit_files(output, onnx_files(ck))
 
 
 def compare_onnx(ck: Checkpoint, directory: str | Path, seed: int = 0) -> dict[str, float]:
     """Max abs difference between onnxruntime (on the files in ``directory``) and PyTorch (eval mode) for
     ``ck``: ``decoder`` on N(0, I) codes, ``mu`` and ``logvar`` on random spectrograms and on the decoded ones;
-    at batch 1 and 3 and, for a temporal model, at the clip's length and at 2 * frames + 1."""
+    at batch 1 and 3 and, for a temporal model, at the clip's length and at 2 * frames + 1; a conditional
+    model's with random labels."""
     ort = require_onnxruntime()
     directory = Path(directory)
     enc, dec = (ort.InferenceSession(str(directory / n), providers=["CPUExecutionProvider"])
@@ -318,11 +349,14 @@ def compare_onnx(ck: Checkpoint, directory: str | Path, seed: int = 0) -> dict[s
         for shape in shapes:
             for b in (1, 3):
                 z = torch.randn(b, *shape, generator=g)
-                x = model.decode(z.to(ck.device))[:, 0].cpu()
-                note("decoder", dec.run(None, {"z": z.numpy()})[0], x)
+                y = torch.randint(cfg.n_labels, (b,), generator=g) if cfg.labels else None  # (b,)
+                extra = {"label": y.numpy()} if y is not None else {}
+                yd = None if y is None else y.to(ck.device)
+                x = model.decode(z.to(ck.device), yd)[:, 0].cpu()
+                note("decoder", dec.run(None, {"z": z.numpy(), **extra})[0], x)
                 for spec in (x, torch.rand(x.shape, generator=g)):
-                    mu, logvar = model.encode(spec.unsqueeze(1).to(ck.device))
-                    got = enc.run(None, {"spectrogram": spec.numpy()})
+                    mu, logvar = model.encode(spec.unsqueeze(1).to(ck.device), yd)
+                    got = enc.run(None, {"spectrogram": spec.numpy(), **extra})
                     note("mu", got[0], mu)
                     note("logvar", got[1], logvar)
     return err

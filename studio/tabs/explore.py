@@ -161,7 +161,7 @@ class ExploreTab:
                               [self.map, self.map_state, self.map_info], api_visibility="private")
         self.map.select(friendly(self.pick_on_map), [self.ckpt, self.map_state, self.phase.method,
                                                      self.phase.iterations],
-                        [*self.view, self.map, self.map_info, self.map_img, self.map_aud, self.map_orig],
+                        [*self.view, self.map, self.map_info, self.map_img, self.map_aud, self.map_orig, self.label],
                         api_visibility="private")
 
     def _wire_sliders(self) -> None:
@@ -333,7 +333,12 @@ class ExploreTab:
             return {self.map_info: gr.skip()}  # nothing on the page changes
         ck, stats, _ = self.studio.model(ckpt)
         name = m.names[i] if i < len(m.names) else f"clip {i}"
-        out = self._go_to(ck, stats, m.codes[i], phase, n_iter, f"Picked on the map: {Path(name).name}")
+        # a conditional model's point was encoded with its clip's label: play it as that label, and pick it
+        clip_label = m.labels[i] if i < len(m.labels) else None
+        label = clip_label if clip_label in ck.model_cfg.labels else None
+        out = self._go_to(ck, stats, m.codes[i], phase, n_iter, f"Picked on the map: {Path(name).name}", label=label)
+        if label is not None:
+            out[self.label] = label
         path = stats.trajectory(m.codes[i]).numpy() if ck.model_cfg.kind == "temporal" else None
         img, _ = plots.latent_map_image(m.xy, m.labels, highlight=i, title=f"{len(m.xy)} clips on sliders 1 and 2",
                                         trajectory=path, **self._colour_kwargs(state.get("colours")))

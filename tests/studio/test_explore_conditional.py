@@ -3,6 +3,7 @@ interpolation; another label replays the same code; a model without labels has n
 
 from __future__ import annotations
 
+import gradio as gr
 import pytest
 import torch
 from app_helpers import make_workspace
@@ -88,3 +89,20 @@ def test_a_prior_sample_with_a_label_comes_from_that_labels_gaussian(cond_studio
     assert float((z - stats.label_means[k]).abs().max()) < 0.05 * 6 * float(stats.label_chol[k].norm(dim=1).max())
     dist = torch.cdist(z.mean(0, keepdim=True), stats.label_means)[0]  # (L,)
     assert int(dist.argmin()) == k
+
+
+def test_a_point_picked_on_the_map_plays_as_its_clips_label(cond_studio, monkeypatch):
+    ex, ckpt = cond_studio.explore, cond_studio.initial_checkpoint
+    seen = []
+    real = generate.render
+
+    def render(ck, z, *args, **kwargs):
+        seen.append(kwargs.get("label"))
+        return real(ck, z, *args, **kwargs)
+
+    monkeypatch.setattr("studio.tabs.explore.render", render)
+    state = ex.draw_map(ckpt, "")[ex.map_state]
+    m, geom = state["map"], state["axes"]
+    px, py = geom.to_pixels(m.xy)[1]
+    out = ex.pick_on_map(ckpt, state, "zero", 1, gr.SelectData(None, {"index": [px, py], "value": None}))
+    assert m.labels[1] in ("0", "1", "2") and seen == [m.labels[1]] and out[ex.label] == m.labels[1]
