@@ -252,6 +252,12 @@ class Workspace:
         path = d / f"{safe_name(name, 'audio')}.wav"
         return str(save_wav(path, np.asarray(wave, dtype=np.float32), int(sample_rate)))
 
+    def download_dir(self) -> Path:
+        """A new empty folder for files offered as downloads (removed with the oldest, as the players' are)."""
+        d = self._track(self.audio_dir / uuid.uuid4().hex[:12])
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
     def png(self, rgb: np.ndarray, name: str) -> str:
         """Write an RGB image (H, W, 3) uint8 as ``<audio dir>/<unique>/<name>.png``; return its path
         (so a download is called e.g. ``0_alice_0_reconstruction.png``, not ``image.png``)."""

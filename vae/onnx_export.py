@@ -26,6 +26,7 @@ import contextlib
 import importlib
 import json
 import logging
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -324,6 +325,14 @@ def export_onnx(source: str | Path, output: str | Path) -> Path:
     if output.resolve() == source.resolve():
         raise CheckpointError(f"export needs an output folder other than its source ({source})")
     return commit_files(output, onnx_files(ck))
+
+
+def export_onnx_zip(source: str | Path, folder: str | Path) -> Path:
+    """Export ``source`` as ONNX (:func:`export_onnx`) into ``folder/<name>-onnx`` and pack that folder as
+    ``folder/<name>-onnx.zip`` (what the app offers as one download); returns the zip's path."""
+    source, folder = Path(source), Path(folder)
+    out = export_onnx(source, folder / f"{source.name}-onnx")
+    return Path(shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name))
 
 
 def compare_onnx(ck: Checkpoint, directory: str | Path, seed: int = 0) -> dict[str, float]:

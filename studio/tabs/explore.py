@@ -42,6 +42,7 @@ from vae.latents import (
     to_sliders,
     zero_sliders,
 )
+from vae.onnx_export import export_onnx_zip
 from vae.properties import PROPERTIES
 
 MAX_NAMED = len(PROPERTIES)  # named-direction sliders: at most one per property
@@ -90,6 +91,7 @@ class ExploreTab:
             self.view = [*self.sliders, self.residual, self.img, self.aud, self.named_note, *self.named]
             self._interpolation()
             self._map()
+            self._export()
         self._wire_sliders()
 
     def _sliders_and_start(self, ckpt0: str | None) -> None:
@@ -163,6 +165,18 @@ class ExploreTab:
                                                      self.phase.iterations],
                         [*self.view, self.map, self.map_info, self.map_img, self.map_aud, self.map_orig, self.label],
                         api_visibility="private")
+
+    def _export(self) -> None:
+        with gr.Accordion("Use this model outside the app (ONNX)", open=False):
+            gr.Markdown("The encoder and decoder as ONNX graphs, with `sound_vae.json` (the STFT, the dB range, "
+                        "the sliders' directions, a conditional model's labels): for onnxruntime in C++, C#, "
+                        "JavaScript, ... The README shows how to decode a code with them. Needs the onnx extra: "
+                        "`pip install 'sound-vae[onnx]'`.")
+            with gr.Row():
+                export = gr.Button("Export as ONNX")
+                self.export_file = gr.File(label="ONNX export (zip)", interactive=False, elem_id="ex-onnx")
+        export.click(friendly(self.export_onnx), self.ckpt, self.export_file, concurrency_id="heavy",
+                     api_name="export_onnx")
 
     def _wire_sliders(self) -> None:
         self.go.click(friendly(self.start_point), [self.ckpt, self.start, self.example, self.upload, self.temp,
@@ -348,6 +362,12 @@ class ExploreTab:
                     self.map_img: out[self.img], self.map_aud: out[self.aud],
                     self.map_orig: self._original(m, i, name) if has_store else None})
         return out
+
+    def export_onnx(self, ckpt: str | None) -> str:
+        """The picked model as a zip of its ONNX export (vae.onnx_export), for download."""
+        if not ckpt:
+            raise InputError("pick a model first")
+        return str(export_onnx_zip(ckpt, self.ws.download_dir()))
 
     @staticmethod
     def _colour_kwargs(colours: tuple | None) -> dict:

@@ -3,12 +3,15 @@ interpolation; another label replays the same code; a model without labels has n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import pytest
 import torch
 from app_helpers import make_workspace
 from conftest import TRAIN_KW, tiny_model_cfg
 
+from preprocessing.errors import InputError
 from studio.latent_space import slider_specs
 from studio.tabs.explore import MAX_NAMED
 from vae import generate
@@ -106,3 +109,19 @@ def test_a_point_picked_on_the_map_plays_as_its_clips_label(cond_studio, monkeyp
     px, py = geom.to_pixels(m.xy)[1]
     out = ex.pick_on_map(ckpt, state, "zero", 1, gr.SelectData(None, {"index": [px, py], "value": None}))
     assert m.labels[1] in ("0", "1", "2") and seen == [m.labels[1]] and out[ex.label] == m.labels[1]
+
+
+def test_export_as_onnx_offers_a_zip_of_the_three_files(cond_studio):
+    """The Explore tab's "Export as ONNX": the picked model's graphs and sound_vae.json, zipped for download."""
+    import zipfile
+
+    pytest.importorskip("onnx")
+    ex, ckpt = cond_studio.explore, cond_studio.initial_checkpoint
+    path = ex.export_onnx(ckpt)
+    with zipfile.ZipFile(path) as z:
+        names = sorted(n for n in z.namelist() if not n.endswith("/"))  # files, not the folder entry
+    stem = f"{Path(ckpt).name}-onnx"
+    assert Path(path).name == f"{stem}.zip" and Path(path).is_relative_to(ex.ws.audio_dir)
+    assert names == [f"{stem}/{n}" for n in ("decoder.onnx", "encoder.onnx", "sound_vae.json")]
+    with pytest.raises(InputError, match="pick a model first"):
+        ex.export_onnx(None)
