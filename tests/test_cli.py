@@ -112,6 +112,21 @@ def test_sample(cli_run, tmp_path):
     assert sr == SR and len(a) == 2032 and (a == b).all()  # same seed, same sound
 
 
+def test_sample_decodes_a_chunk_at_a_time(cli_run, tmp_path, monkeypatch):
+    """Many samples are decoded a chunk at a time, with the same sounds as all at once."""
+    import vae.cli
+
+    _, ck = cli_run
+    args = ["sample", "--checkpoint", str(ck), "--count", "5", "--seed", "2", "--phase", "zero"]
+    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+    monkeypatch.setattr(vae.cli, "SAMPLE_CHUNK", 2)
+    assert main([*args, "--output", str(tmp_path / "chunks")]) == 0
+    for i in range(5):
+        a, _ = sf.read(str(tmp_path / "whole" / f"sample_{i:03d}.wav"))
+        b, _ = sf.read(str(tmp_path / "chunks" / f"sample_{i:03d}.wav"))
+        assert (a == b).all(), i
+
+
 def test_export(cli_run, tmp_path, capsys):
     _, ck = cli_run
     assert (ck / "last").is_dir()
@@ -152,6 +167,7 @@ def test_evaluate_store_and_folder(cli_run, fsdd_dir, capsys):
     (["train", "--data", "{store}", "--output", "{tmp}/ck", "--resume"], "no config.json"),
     (["reconstruct", "--checkpoint", "{tmp}", "--input", "{tmp}", "--output", "{tmp}/o"], "not a checkpoint"),
     (["sample", "--checkpoint", "{ck}", "--output", "{tmp}/o", "--count", "0"], "--count"),
+    (["sample", "--checkpoint", "{ck}", "--output", "{tmp}/o", "--count", "10001"], "--count must be 1 to 10,000"),
     (["evaluate", "--checkpoint", "{ck}", "--input", "{tmp}/nothing"], "does not exist"),
 ])
 def test_bad_input_exits_nonzero_with_one_error_line(cli_run, tmp_path, capsys, monkeypatch, args, match):

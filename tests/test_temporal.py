@@ -265,6 +265,10 @@ def test_temporal_model_trains_saves_and_loads(tiny_store, tmp_path):
     z = generate.sample(ck, 3, seed=5)
     assert z.shape == (3, 4, 16)
     torch.testing.assert_close(z, generate.sample(ck, 3, seed=5))
+    many = generate.sample(ck, 70, seed=5)  # more than one prior call draws: in chunks, the first as one call
+    assert many.shape == (70, 4, 16) and torch.equal(many[:64], generate.sample(ck, 64, seed=5))
+    with pytest.raises(InputError, match="1 to 10,000"):
+        generate.sample(ck, 10_001)
     ck.prior.std.mul_(0.0)  # a prior that always predicts its mean: samples show that they come from it
     flat = generate.sample(ck, 2, seed=1)
     torch.testing.assert_close(flat[0], flat[1])

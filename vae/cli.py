@@ -35,7 +35,7 @@ from .conditioning import CONDITIONS, label_index
 from .config import ARCHS
 from .evaluate import evaluate
 from .events import EventLog
-from .generate import decode, reconstruct_audio, sample, to_wave
+from .generate import MAX_SAMPLE_COUNT, decode, reconstruct_audio, sample, to_wave
 from .train import OVERRIDES, TrainEvent, pick_device, train
 
 
@@ -184,16 +184,20 @@ def cmd_reconstruct(a: argparse.Namespace) -> int:
     return 0
 
 
+SAMPLE_CHUNK = 64  # clips decoded at a time by the sample verb
+
+
 def cmd_sample(a: argparse.Namespace) -> int:
     ck = load_checkpoint(a.checkpoint, pick_device(a.device))
     if a.label is not None:
         label_index(ck.model_cfg.labels, a.label)  # an unknown label, or a model without labels: refused first
-    z = sample(ck, a.count, a.temperature, a.seed, a.label)
-    specs = decode(ck, z, a.label)
+    z = sample(ck, a.count, a.temperature, a.seed, a.label)  # (count, *latent_shape); count bounded there
     out = Path(a.output)
     for i in tqdm(range(a.count), desc="sample", unit="clip", file=sys.stderr):
-        save_wav(out / f"sample_{i:03d}.wav", to_wave(ck, specs[i], phase=a.phase, n_iter=a.griffinlim_iters),
-                 ck.spec.sample_rate)
+        if i % SAMPLE_CHUNK == 0:  # decoded a chunk at a time: the spectrograms of 10,000 clips need not fit
+            specs = decode(ck, z[i:i + SAMPLE_CHUNK], a.label)
+        save_wav(out / f"sample_{i:03d}.wav", to_wave(ck, specs[i % SAMPLE_CHUNK], phase=a.phase,
+                                                      n_iter=a.griffinlim_iters), ck.spec.sample_rate)
     print(f"wrote {a.count} samples" + (f" of label {a.label}" if a.label is not None else "") + f" to {out}")
     return 0
 
@@ -328,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sounds from the prior", description="Decode random latent codes to WAV files.")
     model_args(s)
-    s.add_argument("--count", type=int, default=8)
+    s.add_argument("--count", type=int, default=8, help=f"clips to write (1 to {MAX_SAMPLE_COUNT:,})")
     s.add_argument("--output", required=True, help="folder for WAV files")
     s.add_argument("--temperature", type=float, default=1.0, help="prior standard deviation scale")
     s.add_argument("--seed", type=int)
@@ -380,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     bug and propagates with its traceback."""
     args = build_parser().parse_args(argv)
     try:
-        if getattr(args, "count", 1) is not None and getattr(args, "count", 1) < 1:
-            raise ConfigError("--count must be at least 1")
+        if getattr(args, "count", None) is not None and not 1 <= args.count <= MAX_SAMPLE_COUNT:
+            raise ConfigError(f"--count must be 1 to {MAX_SAMPLE_COUNT:,}, got {args.count}")
         if getattr(args, "output", None):
             _check_output(args.output)
         return args.func(args)

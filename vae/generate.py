@@ -116,6 +116,9 @@ def reconstruct(ck: Checkpoint, x: torch.Tensor | np.ndarray, joined: bool = Tru
     return decode(ck, encode(ck, x, label)[0], label)
 
 
+MAX_SAMPLE_COUNT = 10_000  # codes one sample() call draws (the CLI's --count): bounded before allocating
+
+
 def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = None,
            label: str | int | None = None) -> torch.Tensor:
     """``n`` codes from the prior, (n, *latent_shape): a temporal model's learned prior over sequences
@@ -125,16 +128,21 @@ def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = 
     learned prior, which is conditional too, or, for global codes, from the label's Gaussian in its latent
     statistics (vae.latents.label_gaussians) when they have one. Decode them with the same label
     (``decode(ck, z, label)``)."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLE_COUNT:
+        raise InputError(f"the number of samples must be 1 to {MAX_SAMPLE_COUNT:,}, got {n!r}")
     row = None if label is None else label_index(ck.model_cfg.labels, label)  # an unknown label: refused here
     if row is not None and ck.prior is None and ck.path is not None:
         stats = load_latent_stats(ck.path, ck.model_cfg.latent_shape)
         if stats is not None and stats.label_chol is not None and str(label) in stats.label_names:
             return sample_label_gaussian(stats, str(label), n, temperature, seed)
     if ck.prior is not None:
-        from .prior import sample_prior
+        from .prior import MAX_SAMPLES, sample_prior
 
         row = row if ck.prior.cfg.n_labels else None  # a prior fitted before priors took labels: shared by them
-        return sample_prior(ck.prior, n, ck.model_cfg.latent_shape[1], temperature, seed, label=row).cpu()
+        # a call draws at most MAX_SAMPLES sequences: more in chunks, chunk k seeded with seed + k
+        return torch.cat([sample_prior(ck.prior, min(MAX_SAMPLES, n - s), ck.model_cfg.latent_shape[1], temperature,
+                                       None if seed is None else seed + k, label=row).cpu()
+                          for k, s in enumerate(range(0, n, MAX_SAMPLES))])
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     return torch.randn(n, *ck.model_cfg.latent_shape, generator=g) * temperature
 
