@@ -38,6 +38,18 @@ if os.environ.get("DDP_PROBE_RANK0_STOPS_AFTER_EPOCH") and os.environ.get("RANK"
 
     train_module._end_epoch = end_epoch
     train_module._should_stop = lambda *a: "time limit reached" if ended else real_should(*a)
+if os.environ.get("DDP_PROBE_RANK0_SLOW_STATS") and os.environ.get("RANK") == "0":
+    # rank 0 takes its time over the latent statistics at the end (as on a loaded machine, or with a big store)
+    import time
+
+    train_module = importlib.import_module("vae.train")
+    real_stats = train_module._save_stats
+
+    def slow_stats(*args, **kw):
+        time.sleep(float(os.environ["DDP_PROBE_RANK0_SLOW_STATS"]))
+        return real_stats(*args, **kw)
+
+    train_module._save_stats = slow_stats
 if os.environ.get("DDP_PROBE_NO_NOISE"):
     VAE.reparameterise = staticmethod(lambda mu, logvar: mu)
 sys.exit(main(sys.argv[1:]))

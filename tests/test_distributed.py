@@ -101,3 +101,14 @@ def test_a_conditional_model_trains_across_processes_as_in_one(tiny_store, tmp_p
         assert b["train"]["loss"] == pytest.approx(a["train"]["loss"], rel=RTOL), a["epoch"]
         assert b["val"]["loss"] == pytest.approx(a["val"]["loss"], rel=RTOL), a["epoch"]
     assert load_checkpoint(tmp_path / "two").prior.cfg.n_labels == 3  # temporal: its prior is conditional too
+
+
+@pytest.mark.slow
+def test_the_ranks_leave_together_when_rank_0_is_slow_over_the_statistics(tiny_store, tmp_path):
+    """Rank 0 alone writes the latent statistics at the end; the other ranks wait for it at a barrier before they
+    leave the process group (vae.train), and that wait must neither fail nor time out: rank 0 here sleeps 8 s
+    before its statistics. (The abort that leaving early once caused in CI did not recur here, with or without
+    the barrier, so this checks the wait, not that abort.)"""
+    _train(tiny_store.path, tmp_path / "run", tmp_path / "run.log", 2, "--epochs", "1",
+           env={"DDP_PROBE_RANK0_SLOW_STATS": "8"})
+    assert (tmp_path / "run" / "latents.safetensors").is_file()

@@ -676,6 +676,11 @@ def train(
         distributed.barrier(d)  # rank 0 has recovered the folder
         with store.hold():  # the store cannot be rebuilt under the run (preprocessing.store.build_store refuses)
             yield from _loop(_setup(store, output, config, resume), stop)
+        # The ranks leave together, once rank 0 has written the latent statistics and the prior: PyTorch's docs
+        # ask for destroy_process_group on every rank within the timeout, and in CI a rank that tore its group
+        # down while rank 0 still worked was once aborted (SIGABRT, "terminate called without an active
+        # exception"; two of the four torchrun tests of one CI run, not reproduced since).
+        distributed.barrier(d)
     finally:
         distributed.close(d)
 
