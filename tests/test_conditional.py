@@ -177,6 +177,14 @@ def test_label_gaussians_recover_each_labels_covariance():
     assert torch.equal(chol[0], torch.tril(chol[0]))
 
 
+def test_label_gaussians_of_degenerate_codes_stay_finite():
+    """A label whose codes are all the same, or has a single code: a finite factor, no error at training's end."""
+    codes = torch.cat([torch.ones(5, 3), torch.randn(6, 3, generator=torch.Generator().manual_seed(0))])
+    chol = label_gaussians(codes, ["same"] * 5 + ["one"] + ["rest"] * 5, ["one", "rest", "same"])
+    assert chol.shape == (3, 3, 3) and torch.isfinite(chol).all()
+    assert float(chol[2].abs().max()) < 1e-6  # the same code five times: (almost) no spread
+
+
 def test_a_conditional_global_model_samples_from_its_labels_gaussian(cond_run):
     """Asked for a label, sampling draws from that label's Gaussian in the latent statistics, not N(0, I)."""
     ck, stats = load_checkpoint(cond_run), load_latent_stats(cond_run)

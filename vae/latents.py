@@ -225,7 +225,9 @@ def label_gaussians(codes: torch.Tensor, labels: list[str | None], label_names: 
             cov = (1 - SHRINK) * cov + SHRINK * torch.diag(torch.diag(cov))
         eye = torch.eye(len(cov), dtype=cov.dtype)
         jitter = 1e-6 * float(torch.diag(cov).mean().clamp_min(1e-12))
-        out.append(torch.linalg.cholesky(cov + jitter * eye))
+        chol, info = torch.linalg.cholesky_ex(cov + jitter * eye)
+        # shrinkage keeps it positive definite; were rounding to break that, the label's own spreads alone
+        out.append(chol if int(info) == 0 else torch.diag(torch.diag(cov).clamp_min(0).sqrt() + jitter))
     return torch.stack(out).float() if out else torch.zeros(0, x.shape[1], x.shape[1])
 
 
