@@ -31,8 +31,7 @@ from benchmarks.digit_classifier import ClassifierConfig, held_out_accuracy, loa
 from preprocessing.errors import InputError
 from preprocessing.store import Store
 from vae.checkpoint import Checkpoint, load_checkpoint
-from vae.generate import decode, relabel, sample
-from vae.latents import load_latent_stats
+from vae.generate import decode, label_gaussians_of, relabel, sample
 
 NAME = "conditional"
 TARGET = 0.90  # every label's recognition rate, at temperature 1
@@ -86,8 +85,7 @@ def prior_kind(ck: Checkpoint) -> str:
     if ck.prior is not None:
         return ("learned (vae.prior), conditional on the label" if ck.prior.cfg.n_labels
                 else "learned (vae.prior), shared by the labels")
-    stats = load_latent_stats(ck.path, ck.model_cfg.latent_shape)
-    if stats is not None and stats.label_chol is not None:
+    if label_gaussians_of(ck) is not None:
         return "each label's Gaussian (vae.latents.label_gaussians, in latents.safetensors)"
     return "N(0, I), shared by the labels"
 

@@ -31,7 +31,7 @@ from preprocessing.store import MAX_STORE_BYTES, PARALLEL_MIN_BYTES, Store, buil
 from . import distributed
 from .accel import PRECISIONS
 from .checkpoint import export_checkpoint, load_checkpoint, load_config
-from .conditioning import CONDITIONS, label_index
+from .conditioning import CONDITIONS
 from .config import ARCHS
 from .evaluate import evaluate
 from .events import EventLog
@@ -189,9 +189,8 @@ SAMPLE_CHUNK = 64  # clips decoded at a time by the sample verb
 
 def cmd_sample(a: argparse.Namespace) -> int:
     ck = load_checkpoint(a.checkpoint, pick_device(a.device))
-    if a.label is not None:
-        label_index(ck.model_cfg.labels, a.label)  # an unknown label, or a model without labels: refused first
-    z = sample(ck, a.count, a.temperature, a.seed, a.label)  # (count, *latent_shape); count bounded there
+    # (count, *latent_shape); the count, an unknown label, or a label for a model without labels refused there
+    z = sample(ck, a.count, a.temperature, a.seed, a.label)
     out = Path(a.output)
     for i in tqdm(range(a.count), desc="sample", unit="clip", file=sys.stderr):
         if i % SAMPLE_CHUNK == 0:  # decoded a chunk at a time: the spectrograms of 10,000 clips need not fit

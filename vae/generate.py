@@ -23,7 +23,7 @@ from preprocessing.spectrogram import db_range, denormalise, log_spectrogram, no
 
 from .checkpoint import Checkpoint
 from .conditioning import label_index, label_tensor
-from .latents import load_latent_stats, sample_label_gaussian
+from .latents import LatentStats, load_latent_stats, sample_label_gaussian
 
 
 def _labels(ck: Checkpoint, label: str | int | None, n: int) -> torch.Tensor | None:
@@ -116,6 +116,15 @@ def reconstruct(ck: Checkpoint, x: torch.Tensor | np.ndarray, joined: bool = Tru
     return decode(ck, encode(ck, x, label)[0], label)
 
 
+def label_gaussians_of(ck: Checkpoint) -> LatentStats | None:
+    """The latent statistics whose label Gaussians :func:`sample` draws a label's codes from (a conditional
+    model with global codes and no learned prior, whose statistics hold them); None otherwise."""
+    if ck.prior is not None or ck.path is None or not ck.model_cfg.labels:
+        return None
+    stats = load_latent_stats(ck.path, ck.model_cfg.latent_shape)
+    return stats if stats is not None and stats.label_chol is not None else None
+
+
 MAX_SAMPLE_COUNT = 10_000  # codes one sample() call draws (the CLI's --count): bounded before allocating
 
 
@@ -131,10 +140,9 @@ def sample(ck: Checkpoint, n: int, temperature: float = 1.0, seed: int | None = 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLE_COUNT:
         raise InputError(f"the number of samples must be 1 to {MAX_SAMPLE_COUNT:,}, got {n!r}")
     row = None if label is None else label_index(ck.model_cfg.labels, label)  # an unknown label: refused here
-    if row is not None and ck.prior is None and ck.path is not None:
-        stats = load_latent_stats(ck.path, ck.model_cfg.latent_shape)
-        if stats is not None and stats.label_chol is not None and str(label) in stats.label_names:
-            return sample_label_gaussian(stats, str(label), n, temperature, seed)
+    stats = label_gaussians_of(ck) if row is not None else None
+    if stats is not None and str(label) in stats.label_names:
+        return sample_label_gaussian(stats, str(label), n, temperature, seed)
     if ck.prior is not None:
         from .prior import MAX_SAMPLES, sample_prior
 

@@ -304,8 +304,9 @@ def fit_prior(
     def validate() -> float:
         prior.eval()
         with torch.no_grad():
-            ys = [None] * len(val.split(256)) if y_val is None else y_val.split(256)
-            v = sum(float(nll(prior, chunk, yc)) * len(chunk) for chunk, yc in zip(val.split(256), ys, strict=True))
+            chunks = val.split(256)
+            ys = [None] * len(chunks) if y_val is None else y_val.split(256)
+            v = sum(float(nll(prior, chunk, yc)) * len(chunk) for chunk, yc in zip(chunks, ys, strict=True))
         prior.train()
         return v / n_val
 
